@@ -1,0 +1,41 @@
+"""ane_vit: attention-based vision transformers laid out for the Apple Neural Engine.
+
+The book (``notebooks/``) explains each piece; this package is the code the book builds
+and that you can import in your own work. Heavy dependencies (coremltools) are imported
+only by the functions that need them.
+"""
+
+from .attention import PEType, WindowAttention, relative_position_index
+from .layout import (
+    bc1s_to_bnc,
+    bc1s_to_nchw,
+    bnc_to_bc1s,
+    dense_nbytes,
+    nchw_to_bc1s,
+    padded_nbytes,
+)
+from .partition import window_partition, window_reverse
+from .port import port_attention_weights
+from .testing import assert_parity, check_shape, max_abs_error, psnr
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PEType",
+    "WindowAttention",
+    "relative_position_index",
+    "window_partition",
+    "window_reverse",
+    "bnc_to_bc1s",
+    "bc1s_to_bnc",
+    "nchw_to_bc1s",
+    "bc1s_to_nchw",
+    "padded_nbytes",
+    "dense_nbytes",
+    "port_attention_weights",
+    "assert_parity",
+    "check_shape",
+    "max_abs_error",
+    "psnr",
+    "__version__",
+]

@@ -1,0 +1,94 @@
+"""Numerical checks used by the tests and the notebooks: shapes, max abs error, PSNR."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["check_shape", "max_abs_error", "psnr", "assert_parity", "ParityReport"]
+
+
+def _as_numpy(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().to(torch.float64).cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def check_shape(x, expected: Sequence[int | None], name: str = "tensor") -> None:
+    """Raise ``AssertionError`` unless ``x.shape`` matches ``expected`` (None = any size)."""
+    shape = tuple(x.shape)
+    expected = tuple(expected)
+    ok = len(shape) == len(expected) and all(e is None or s == e for s, e in zip(shape, expected))
+    if not ok:
+        raise AssertionError(f"{name} has shape {shape}, expected {expected}")
+
+
+def max_abs_error(reference, test) -> float:
+    """Largest absolute difference between two arrays of the same shape."""
+    r, t = _as_numpy(reference), _as_numpy(test)
+    if r.shape != t.shape:
+        raise ValueError(f"shapes differ: reference {r.shape} vs test {t.shape}")
+    return float(np.max(np.abs(r - t))) if r.size else 0.0
+
+
+def psnr(reference, test) -> float:
+    """Peak signal-to-noise ratio in dB, the peak being ``max |reference|``.
+
+    ``inf`` when the arrays are identical. 60 dB means the error is 1/1000 of the peak.
+    """
+    r, t = _as_numpy(reference), _as_numpy(test)
+    if r.shape != t.shape:
+        raise ValueError(f"shapes differ: reference {r.shape} vs test {t.shape}")
+    mse = float(np.mean((r - t) ** 2))
+    if not math.isfinite(mse):
+        return float("-inf")
+    if mse == 0.0:
+        return float("inf")
+    peak = float(np.max(np.abs(r)))
+    if peak == 0.0:
+        return float("-inf")
+    return 20.0 * math.log10(peak / math.sqrt(mse))
+
+
+class ParityReport(tuple):
+    """``(max_abs_error, psnr_db)`` with names."""
+
+    __slots__ = ()
+
+    def __new__(cls, max_abs: float, psnr_db: float):
+        return super().__new__(cls, (max_abs, psnr_db))
+
+    @property
+    def max_abs(self) -> float:
+        return self[0]
+
+    @property
+    def psnr_db(self) -> float:
+        return self[1]
+
+    def __repr__(self) -> str:
+        return f"ParityReport(max_abs={self.max_abs:.3g}, psnr_db={self.psnr_db:.1f})"
+
+
+def assert_parity(reference, test, atol: float | None = None, min_psnr: float | None = None, name: str = "output") -> ParityReport:
+    """Check ``test`` against ``reference``; return the measured ``ParityReport``.
+
+    Raises ``AssertionError`` naming the measured and required values when ``atol`` (max
+    abs error) or ``min_psnr`` (dB) is not met. Sequences of tensors are checked pairwise,
+    and the worst figures are returned.
+    """
+    if isinstance(reference, (list, tuple)):
+        if not isinstance(test, (list, tuple)) or len(test) != len(reference):
+            raise AssertionError(f"{name}: expected {len(reference)} outputs, got {len(test) if isinstance(test, (list, tuple)) else type(test).__name__}")
+        reports = [assert_parity(r, t, atol, min_psnr, f"{name}[{i}]") for i, (r, t) in enumerate(zip(reference, test))]
+        return ParityReport(max(r.max_abs for r in reports), min(r.psnr_db for r in reports))
+    check_shape(test, tuple(reference.shape), name)
+    report = ParityReport(max_abs_error(reference, test), psnr(reference, test))
+    if atol is not None and not report.max_abs <= atol:
+        raise AssertionError(f"{name}: max abs error {report.max_abs:.3g} > allowed {atol:.3g}")
+    if min_psnr is not None and not report.psnr_db >= min_psnr:
+        raise AssertionError(f"{name}: PSNR {report.psnr_db:.1f} dB < required {min_psnr:.1f} dB")
+    return report
