@@ -1,17 +1,12 @@
-"""Copy the weights of a reference model into its ANE twin.
-
-The reference layers use ``nn.Linear`` (weight ``(out, in)``) and a fused qkv; the ANE
-layers use 1x1 ``nn.Conv2d`` (weight ``(out, in, 1, 1)``) and separate q, k, v. A linear
-layer *is* a 1x1 convolution, so porting is a reshape of each weight, no arithmetic.
-"""
+"""Port reference attention weights into ``WindowAttention``."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .attention import WindowAttention
-from .reference.attention import ReferenceWindowAttention
+from ..attention import WindowAttention
+from ..reference.attention import ReferenceWindowAttention
 
 __all__ = ["linear_to_conv1x1", "port_attention_weights"]
 

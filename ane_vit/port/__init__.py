@@ -1,0 +1,10 @@
+"""Copy the weights of a reference model into its ANE twin.
+
+The reference layers use ``nn.Linear`` (weight ``(out, in)``) and a fused qkv; the ANE
+layers use 1x1 ``nn.Conv2d`` (weight ``(out, in, 1, 1)``) and separate q, k, v. A linear
+layer *is* a 1x1 convolution, so porting is a reshape of each weight, no arithmetic.
+"""
+
+from .attention import linear_to_conv1x1, port_attention_weights
+
+__all__ = ["linear_to_conv1x1", "port_attention_weights"]
