@@ -188,11 +188,32 @@ class WindowAttention(nn.Module):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Attention over tokens.
+
+        Shapes: ``x: (B*nW, N, C) -> (B*nW, N, C)``
+        """
         if not torch.jit.is_tracing():  # shapes are fixed while tracing; checks would only warn
             self._check_input(x)
-        if self.pe_type == PEType.LePE_ADD:
-            x = x + self.abs_pe  # a new tensor: the caller's input is left untouched
         x = x.permute(0, 2, 1).unsqueeze(2)  # (B, N, C) -> (B, C, 1, N): the ANE layout
+        out = self.forward_bc1s(x)  # (B, C, 1, N)
+        return out.squeeze(2).permute(0, 2, 1)  # (B, C, 1, N) -> (B, N, C)
+
+    def forward_bc1s(self, x: torch.Tensor) -> torch.Tensor:
+        """Attention on input already in the ANE layout: no transpose in or out.
+
+        Models that keep their activations in ``(B, C, 1, S)`` (DeiT here, or a feature map
+        ``(B, C, H, W)`` reshaped for global attention) call this directly.
+
+        Shapes: ``x: (B, C, 1, N) -> (B, C, 1, N)``
+        """
+        if not torch.jit.is_tracing() and (x.dim() != 4 or tuple(x.shape[1:]) != (self.dim, 1, self.num_tokens)):
+            raise ValueError(
+                f"WindowAttention.forward_bc1s expects x of shape (B, {self.dim}, 1, {self.num_tokens}), "
+                f"got {tuple(x.shape)}"
+            )
+        if self.pe_type == PEType.LePE_ADD:
+            # a new tensor: the caller's input is left untouched
+            x = x + self.abs_pe.permute(0, 2, 1).unsqueeze(2)  # (1, N, C) -> (1, C, 1, N), folded at conversion
         q = self.q_proj(x) * self.scale  # (B, C, 1, N); scaling q, not the N x N scores, keeps fp16 scores small
         k = self.k_proj(x)  # (B, C, 1, N)
         v = self.v_proj(x)  # (B, C, 1, N)
@@ -203,8 +224,7 @@ class WindowAttention(nn.Module):
             out = self._fused_attention(q, k, v, bias)  # (B, C, 1, N)
         if self.pe_type in (PEType.LePE_ADD, PEType.LePE_FUSED):
             out = out + self._lepe(v)
-        out = self.proj_drop(self.proj(out))  # (B, C, 1, N)
-        return out.squeeze(2).permute(0, 2, 1)  # (B, C, 1, N) -> (B, N, C)
+        return self.proj_drop(self.proj(out))  # (B, C, 1, N)
 
     def _lepe(self, v: torch.Tensor) -> torch.Tensor:
         b, c, _, n = v.shape

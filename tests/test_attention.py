@@ -159,3 +159,16 @@ def test_port_refuses_mismatched_layers():
     ref = ReferenceWindowAttention(32, (4, 4), 2, pe_type=PEType.RPE)
     with pytest.raises(ValueError, match="differ in pe_type"):
         port_attention_weights(ref, WindowAttention(32, (4, 4), 2, pe_type=PEType.LePE_ADD))
+
+
+@pytest.mark.parametrize("pe_type", ALL_PE)
+def test_forward_bc1s_equals_forward_on_tokens(pe_type):
+    layer = _randomize(WindowAttention(32, (4, 4), 2, pe_type=pe_type)).eval()
+    x = torch.randn(3, 16, 32)
+    with torch.no_grad():
+        tokens = layer(x)
+        bc1s = layer.forward_bc1s(x.permute(0, 2, 1).unsqueeze(2))  # (B, C, 1, N)
+    assert bc1s.shape == (3, 32, 1, 16)
+    assert torch.equal(bc1s.squeeze(2).permute(0, 2, 1), tokens)
+    with pytest.raises(ValueError, match=r"\(B, 32, 1, 16\), got \(3, 16, 32\)"):
+        layer.forward_bc1s(x)
