@@ -1,7 +1,14 @@
 import pytest
 import torch
 
-from ane_vit import PEType, WindowAttention, assert_parity, port_attention_weights, window_partition, window_reverse
+from ane_vit import (
+    PEType,
+    WindowAttention,
+    assert_parity,
+    port_attention_weights,
+    window_partition,
+    window_reverse,
+)
 from ane_vit.reference import ReferenceWindowAttention, window_partition_6d
 
 ALL_PE = list(PEType)

@@ -1,7 +1,14 @@
 import pytest
 import torch
 
-from ane_vit import bc1s_to_bnc, bc1s_to_nchw, bnc_to_bc1s, dense_nbytes, nchw_to_bc1s, padded_nbytes
+from ane_vit import (
+    bc1s_to_bnc,
+    bc1s_to_nchw,
+    bnc_to_bc1s,
+    dense_nbytes,
+    nchw_to_bc1s,
+    padded_nbytes,
+)
 from ane_vit.layout import padded_last_axis
 
 
