@@ -36,7 +36,7 @@ COLORS = {
     "neutral": "#555555",
 }
 
-#: Hatching that marks the provenance of a bar: measured here, published, or derived.
+#: Hatching that marks the provenance of a bar (measured here, published, or derived).
 HATCHES = {"measured": "", "published": "//", "derived": ".."}
 
 

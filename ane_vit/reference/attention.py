@@ -86,6 +86,7 @@ class ReferenceWindowAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Shapes: ``x: (B*nW, N, C) -> (B*nW, N, C)``"""
         B, N, C = x.shape
         h, d = self.num_heads, self.head_dim
         if self.pe_type == PEType.LePE_ADD:
