@@ -6,6 +6,7 @@ only by the functions that need them.
 """
 
 from .attention import PEType, WindowAttention, relative_position_index
+from .intermediates import TensorRecord, largest_intermediate, record_intermediates
 from .layout import (
     bc1s_to_bnc,
     bc1s_to_nchw,
@@ -37,5 +38,8 @@ __all__ = [
     "check_shape",
     "max_abs_error",
     "psnr",
+    "TensorRecord",
+    "record_intermediates",
+    "largest_intermediate",
     "__version__",
 ]
