@@ -6,6 +6,7 @@ only by the functions that need them.
 """
 
 from .attention import PEType, WindowAttention, relative_position_index
+from .deit import DEIT_CONFIGS, DEIT_TINY, DeiTANE, DeiTConfig, build_deit
 from .intermediates import TensorRecord, largest_intermediate, record_intermediates
 from .layout import (
     bc1s_to_bnc,
@@ -15,6 +16,7 @@ from .layout import (
     nchw_to_bc1s,
     padded_nbytes,
 )
+from .norm import LayerNormANE
 from .partition import window_partition, window_reverse
 from .port import port_attention_weights
 from .testing import assert_parity, check_shape, max_abs_error, psnr
@@ -38,6 +40,12 @@ __all__ = [
     "check_shape",
     "max_abs_error",
     "psnr",
+    "LayerNormANE",
+    "DeiTConfig",
+    "DeiTANE",
+    "DEIT_TINY",
+    "DEIT_CONFIGS",
+    "build_deit",
     "TensorRecord",
     "record_intermediates",
     "largest_intermediate",

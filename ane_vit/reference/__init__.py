@@ -7,5 +7,12 @@ tested to compute the same function (see ``ane_vit.port`` to copy weights across
 """
 
 from .attention import ReferenceWindowAttention, window_partition_6d, window_reverse_6d
+from .deit import ReferenceDeiT, ReferenceDeiTBlock
 
-__all__ = ["ReferenceWindowAttention", "window_partition_6d", "window_reverse_6d"]
+__all__ = [
+    "ReferenceWindowAttention",
+    "window_partition_6d",
+    "window_reverse_6d",
+    "ReferenceDeiT",
+    "ReferenceDeiTBlock",
+]

@@ -1,0 +1,72 @@
+"""Layer normalisation over the channel axis, for activations in the ANE layout.
+
+``nn.LayerNorm`` normalises the *last* axis, which suits tokens ``(B, N, C)``. In the ANE
+layout ``(B, C, 1, S)`` the channels are on axis 1, so using ``nn.LayerNorm`` there would
+need a transpose before and after every norm. ``LayerNormANE`` normalises axis 1 instead
+(as Apple's ``ml-ane-transformers`` does), so a model can stay in ``(B, C, 1, S)`` from
+the first layer to the last. Its parameters are named and shaped as ``nn.LayerNorm``'s
+(``weight: (C,)``, ``bias: (C,)``), so ``load_state_dict`` copies one into the other.
+
+See ``notebooks/01_ane_layout.ipynb`` for the layout, and ``ane_vit.deit`` for a model
+that uses it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["LayerNormANE"]
+
+
+class LayerNormANE(nn.Module):
+    """LayerNorm over the channel axis (axis 1) of a channels-first tensor.
+
+    Computes, at every position, ``(x - mean_C(x)) / sqrt(var_C(x) + eps) * weight + bias``
+    with the biased variance, exactly as ``nn.LayerNorm(C)`` does on the last axis of the
+    transposed tensor. Any rank >= 2 works: ``(B, C, 1, S)`` for transformer tokens,
+    ``(B, C, H, W)`` for a feature map.
+
+    Args:
+        num_channels: ``C``, the size of axis 1.
+        eps: added to the variance, as in ``nn.LayerNorm`` (default 1e-5).
+        elementwise_affine: learn ``weight`` (init 1) and ``bias`` (init 0).
+
+    Shapes: ``x: (B, C, 1, S) -> (B, C, 1, S)`` (generally ``(B, C, *) -> (B, C, *)``)
+    """
+
+    def __init__(self, num_channels: int, eps: float = 1e-5, elementwise_affine: bool = True):
+        super().__init__()
+        if not isinstance(num_channels, int) or isinstance(num_channels, bool) or num_channels <= 0:
+            raise ValueError(f"num_channels must be a positive int, got {num_channels!r}")
+        if not eps > 0:
+            raise ValueError(f"eps must be > 0, got {eps!r}")
+        self.num_channels = num_channels
+        self.eps = float(eps)
+        self.elementwise_affine = bool(elementwise_affine)
+        if self.elementwise_affine:
+            self.weight = nn.Parameter(torch.ones(num_channels))
+            self.bias = nn.Parameter(torch.zeros(num_channels))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_channels}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Shapes: ``x: (B, C, 1, S) -> (B, C, 1, S)``"""
+        if not torch.jit.is_tracing() and (x.dim() < 2 or x.shape[1] != self.num_channels):
+            raise ValueError(
+                f"LayerNormANE({self.num_channels}) expects x of shape (B, {self.num_channels}, ...), "
+                f"e.g. (B, {self.num_channels}, 1, S); got {tuple(x.shape)}"
+            )
+        # Two passes (mean, then the mean of squared deviations) rather than E[x^2] - E[x]^2:
+        # the one-pass form cancels catastrophically in float16, the ANE's precision.
+        centred = x - x.mean(dim=1, keepdim=True)  # (B, C, *)
+        var = (centred * centred).mean(dim=1, keepdim=True)  # (B, 1, *)
+        out = centred * torch.rsqrt(var + self.eps)  # (B, C, *)
+        if self.weight is not None:
+            affine_shape = (1, self.num_channels) + (1,) * (x.dim() - 2)
+            out = out * self.weight.reshape(affine_shape) + self.bias.reshape(affine_shape)  # (C,) -> (1, C, 1, 1)
+        return out
