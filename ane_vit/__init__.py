@@ -8,6 +8,7 @@ only by the functions that need them.
 from .attention import PEType, WindowAttention, relative_position_index
 from .deit import DEIT_CONFIGS, DEIT_TINY, DeiTANE, DeiTConfig, build_deit
 from .intermediates import TensorRecord, largest_intermediate, record_intermediates
+from .layers import MBConv
 from .layout import (
     bc1s_to_bnc,
     bc1s_to_nchw,
@@ -16,6 +17,7 @@ from .layout import (
     nchw_to_bc1s,
     padded_nbytes,
 )
+from .moat import ARCHITECTURES, MOAT, MOATConfig, build_model
 from .norm import LayerNormANE
 from .partition import window_partition, window_reverse
 from .port import port_attention_weights
@@ -40,6 +42,11 @@ __all__ = [
     "check_shape",
     "max_abs_error",
     "psnr",
+    "build_model",
+    "MOATConfig",
+    "MOAT",
+    "ARCHITECTURES",
+    "MBConv",
     "LayerNormANE",
     "DeiTConfig",
     "DeiTANE",

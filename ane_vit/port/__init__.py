@@ -7,5 +7,6 @@ layer *is* a 1x1 convolution, so porting is a reshape of each weight, no arithme
 
 from .attention import linear_to_conv1x1, port_attention_weights
 from .deit import port_deit_weights
+from .moat import port_moat_weights
 
-__all__ = ["linear_to_conv1x1", "port_attention_weights", "port_deit_weights"]
+__all__ = ["linear_to_conv1x1", "port_attention_weights", "port_deit_weights", "port_moat_weights"]

@@ -8,6 +8,7 @@ tested to compute the same function (see ``ane_vit.port`` to copy weights across
 
 from .attention import ReferenceWindowAttention, window_partition_6d, window_reverse_6d
 from .deit import ReferenceDeiT, ReferenceDeiTBlock
+from .moat import ReferenceMOAT, build_reference_model
 
 __all__ = [
     "ReferenceWindowAttention",
@@ -15,4 +16,6 @@ __all__ = [
     "window_reverse_6d",
     "ReferenceDeiT",
     "ReferenceDeiTBlock",
+    "ReferenceMOAT",
+    "build_reference_model",
 ]

@@ -1,0 +1,235 @@
+"""MOAT for the ANE: stage shapes and channels (the seed's test matrix), exact parameter
+counts against the seed, the registry, argument errors, the classifier head, and float16
+robustness."""
+
+import json
+import os
+
+import pytest
+import torch
+from torch import nn
+
+from ane_vit import PEType, psnr
+from ane_vit.layers import MBConv
+from ane_vit.moat import ARCHITECTURES, MOAT, OUTPUT_STRIDES, MOATConfig, build_model
+
+
+def _count(model):
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _expected_shapes(config, batch=1):
+    h, w = config.image_size[0] // 2, config.image_size[1] // 2
+    shapes = []
+    for stride, c in zip(OUTPUT_STRIDES[config.output_stride], config.hidden_size):
+        h, w = h // stride, w // stride
+        shapes.append((batch, c, h, w))
+    return shapes
+
+
+# The seed's matrix: shapes of all four stages AND their channels. Run on the meta device:
+# every op of the forward pass checks and propagates shapes, without the arithmetic
+# (global attention at 512x512, stride 8 has 4096 tokens per head).
+@pytest.mark.parametrize("size", [256, 512])
+@pytest.mark.parametrize("output_stride", [8, 16, 32])
+@pytest.mark.parametrize("attention_mode", ["global", "local"])
+@pytest.mark.parametrize("base_arch", ["tiny-moat-0", "tiny-moat-1", "tiny-moat-2"])
+def test_stage_shapes_match_the_seed_matrix(size, output_stride, attention_mode, base_arch):
+    with torch.device("meta"):
+        config, model = build_model(
+            (1, 3, size, size), base_arch, attention_mode=attention_mode, output_stride=output_stride
+        )
+        outs = model(torch.zeros(1, 3, size, size))
+    aligned = {"tiny-moat-0": (32, 64, 128, 256), "tiny-moat-1": (64, 96, 160, 320), "tiny-moat-2": (64, 128, 224, 448)}
+    assert config.hidden_size == aligned[base_arch]
+    assert [tuple(o.shape) for o in outs] == _expected_shapes(config)
+    assert [o.shape[1] for o in outs] == list(aligned[base_arch])
+    assert outs[-1].shape[-1] == size // output_stride
+
+
+@pytest.mark.parametrize("output_stride", [8, 16, 32])
+@pytest.mark.parametrize("attention_mode", ["global", "local"])
+def test_stage_shapes_with_real_arithmetic(output_stride, attention_mode):
+    config, model = build_model((1, 3, 256, 256), attention_mode=attention_mode, output_stride=output_stride)
+    with torch.no_grad():
+        outs = model.eval()(torch.randn(1, 3, 256, 256))
+    assert [tuple(o.shape) for o in outs] == _expected_shapes(config)
+    assert all(torch.isfinite(o).all() for o in outs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [
+        ({}, 3_076_632),
+        ({"attention_mode": "local", "local_window_size": (8, 8)}, 2_904_600),
+        ({"pe_type": PEType.SINGLE_HEAD_RPE}, 2_807_585),
+        ({"base_arch": "tiny-moat-1", "channel_buffer_align": False}, 4_692_190),
+    ],
+)
+def test_parameter_counts_match_the_seed_exactly(kwargs, expected):
+    _, model = build_model((1, 3, 256, 256), **kwargs)
+    assert _count(model) == expected
+
+
+def test_registry_covers_every_architecture_and_builds_it():
+    assert list(ARCHITECTURES) == [
+        "tiny-moat-0", "tiny-moat-1", "tiny-moat-2", "tiny-moat-3",
+        "moat-0", "moat-1", "moat-2", "moat-3", "moat-4",
+    ]
+    for name, arch in ARCHITECTURES.items():
+        with torch.device("meta"):
+            config, model = build_model((1, 3, 256, 256), name, channel_buffer_align=False)
+        assert config.hidden_size == arch.hidden_size and config.num_blocks == arch.num_blocks
+        assert [len(s) for s in model.stages] == list(arch.num_blocks)
+        # heads = width / 32 in every attention layer
+        heads = {b.attention.num_heads for s in model.stages[2:] for b in s}
+        assert heads == {arch.hidden_size[2] // 32, arch.hidden_size[3] // 32}
+
+
+def test_num_blocks_none_is_the_preset_and_an_explicit_value_overrides():
+    with torch.device("meta"):
+        config, _ = build_model(base_arch="moat-1")
+        assert config.num_blocks == (2, 6, 14, 2)
+        config, model = build_model(num_blocks=(1, 1, 2, 1))
+    assert config.num_blocks == (1, 1, 2, 1) and [len(s) for s in model.stages] == [1, 1, 2, 1]
+
+
+def test_channel_buffer_align_rounds_widths_up_to_32():
+    with torch.device("meta"):
+        aligned, _ = build_model(base_arch="tiny-moat-1")
+        plain, _ = build_model(base_arch="tiny-moat-1", channel_buffer_align=False)
+    assert aligned.stem_size == (64, 64) and aligned.hidden_size == (64, 96, 160, 320)
+    assert plain.stem_size == (40, 40) and plain.hidden_size == (40, 80, 160, 320)
+
+
+@pytest.mark.parametrize("size, window", [(256, (8, 8)), (384, (6, 6)), (320, (10, 10)), ((384, 256), (6, 8))])
+def test_default_local_window_is_the_first_of_6_8_10_dividing_the_final_map(size, window):
+    h, w = (size, size) if isinstance(size, int) else size
+    with torch.device("meta"):
+        config, _ = build_model((1, 3, h, w), attention_mode="local")
+    assert config.window_size == (None, None, window, window)
+
+
+def test_global_windows_follow_the_stage_maps():
+    with torch.device("meta"):
+        config, _ = build_model((1, 3, 512, 256), output_stride=16)
+    assert config.window_size == (None, None, (32, 16), (32, 16))
+
+
+def test_local_with_a_window_covering_the_map_equals_global():
+    # At 256x256 and output stride 16 both attention stages are 16x16: a 16x16 window is
+    # the whole map, so the local path (channels-last, partition) must equal the global
+    # path (channel-axis norm, (B, C, 1, S) attention) on the same weights.
+    _, glob = build_model(output_stride=16)
+    _, loc = build_model(output_stride=16, attention_mode="local", local_window_size=(16, 16))
+    with torch.no_grad():
+        for p in glob.parameters():
+            p.normal_(0, 0.05)
+    loc.load_state_dict(glob.state_dict())
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        for g, lo in zip(glob.eval()(x), loc.eval()(x)):
+            assert (g - lo).abs().max() <= 1e-5 * g.abs().max()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"base_arch": "tiny-moat-9"}, "tiny-moat-0', 'tiny-moat-1'"),
+        ({"shape": (1, 3, 250, 256)}, "multiples of 32"),
+        ({"shape": (1, 4, 256, 256)}, "(B, 3, H, W)"),
+        ({"output_stride": 4}, "output_stride must be one of [8, 16, 32], got 4"),
+        ({"attention_mode": "shifted"}, "('global', 'local')"),
+        ({"local_window_size": (8, 8)}, "only for attention_mode='local'"),
+        ({"attention_mode": "local", "local_window_size": (5, 5)}, "must lie in 6..16, got (5, 5)"),
+        ({"attention_mode": "local", "local_window_size": (17, 17), "output_stride": 8}, "6..16"),
+        ({"attention_mode": "local", "local_window_size": (12, 12)}, "does not divide the stage-2 feature map (16, 16)"),
+        ({"attention_mode": "local", "shape": (1, 3, 224, 224)}, "none of (6, 8, 10) divides 7"),
+        ({"num_blocks": (2, 3, 7)}, "num_blocks must be 4 positive ints"),
+        ({"pe_type": "ALIBI"}, "pe_type must be one of"),
+    ],
+)
+def test_bad_arguments_raise_value_errors_that_say_what_is_allowed(kwargs, message):
+    with pytest.raises(ValueError) as info:
+        build_model(**kwargs)
+    assert message in str(info.value)
+
+
+def test_wrong_input_shape_at_forward_names_expected_and_actual():
+    with torch.device("meta"):
+        _, model = build_model()
+        with pytest.raises(ValueError, match=r"\(B, 3, 256, 256\), got \(1, 3, 224, 224\)"):
+            model(torch.zeros(1, 3, 224, 224))
+
+
+def test_classification_head_returns_logits():
+    config, model = build_model((2, 3, 256, 256), num_classes=10)
+    with torch.no_grad():
+        logits = model.eval()(torch.randn(2, 3, 256, 256))
+    assert logits.shape == (2, 10) and config.num_classes == 10
+    assert isinstance(model.head.fc, nn.Conv2d)  # the ANE layout: a 1x1 conv on (B, C, 1, 1)
+    _, headless = build_model()
+    assert _count(model) - _count(headless) == 256 * 2 + 256 * 10 + 10
+
+
+def test_config_is_a_dataclass_serialisable_with_pe_type_by_name():
+    config, model = build_model(attention_mode="local", pe_type=PEType.SINGLE_HEAD_RPE)
+    assert isinstance(config, MOATConfig) and isinstance(model, MOAT) and model.config is config
+    d = json.loads(json.dumps(config.to_dict()))
+    assert d["pe_type"] == "SINGLE_HEAD_RPE" and d["window_size"] == [None, None, [8, 8], [8, 8]]
+    assert d["base_arch"] == "tiny-moat-0" and d["stage_stride"] == [2, 2, 2, 2]
+
+
+@pytest.mark.parametrize(
+    "cin, cout, stride, se, pool, conv",
+    [(32, 32, 1, None, False, False), (32, 64, 2, 0.25, True, True), (64, 96, 1, 0.25, False, True)],
+)
+def test_mbconv_shortcut_and_squeeze_excitation(cin, cout, stride, se, pool, conv):
+    block = MBConv(cin, cout, stride=stride, se_ratio=se)
+    assert (block.shortcut_pool is not None) == pool and (block.shortcut_conv is not None) == conv
+    if se:
+        assert block.se.reduce.out_channels == int(cin * se)  # a ratio of the INPUT width
+    y = block.eval()(torch.randn(1, cin, 16, 16))
+    assert y.shape == (1, cout, 16 // stride, 16 // stride)
+
+
+def _perturb_norms(model):
+    # Non-trivial normalisation statistics and absolute position embeddings, as after
+    # training; weights keep their initialisation.
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.normal_(0, 0.1)
+                mod.running_var.uniform_(0.5, 1.5)
+        for name, p in model.named_parameters():
+            if name.endswith("abs_pe"):
+                p.normal_(0, 0.02)
+    return model
+
+
+# The issue asks for 256x256. tiny-moat-0..3 run at 256x256 here; the moat-N family
+# (25M to 471M parameters) runs at 64x64 with its full depth and widths to keep the suite
+# fast. All nine were also checked at 256x256 (PSNRs in the MOAT chapter's closing note);
+# moat-3 and moat-4 (187M and 471M parameters) only with ANE_VIT_BIG_MODELS=1.
+_BIG = pytest.mark.skipif(
+    not os.environ.get("ANE_VIT_BIG_MODELS"), reason="187M/471M parameters: set ANE_VIT_BIG_MODELS=1 to run"
+)
+FP16_CASES = [
+    ("tiny-moat-0", 256), ("tiny-moat-1", 256), ("tiny-moat-2", 256), ("tiny-moat-3", 256),
+    ("moat-0", 64), ("moat-1", 64), ("moat-2", 64),
+    pytest.param("moat-3", 64, marks=_BIG), pytest.param("moat-4", 64, marks=_BIG),
+]
+
+
+@pytest.mark.parametrize("base_arch, size", FP16_CASES)
+def test_float16_forward_stays_within_60_db_of_float32(base_arch, size):
+    # CPU float16 convolutions and matmuls work in this torch; this is float16, not bfloat16.
+    _, model = build_model((1, 3, size, size), base_arch)
+    model = _perturb_norms(model).eval()
+    x = torch.randn(1, 3, size, size)
+    with torch.no_grad():
+        out32 = model(x)
+        out16 = model.half()(x.half())
+    for i, (a, b) in enumerate(zip(out32, out16)):
+        assert b.dtype == torch.float16
+        assert psnr(a, b.float()) >= 60, f"stage {i}: {psnr(a, b.float()):.1f} dB"
