@@ -38,6 +38,7 @@ __all__ = [
     "ARCHITECTURES",
     "ATTENTION_MODES",
     "OUTPUT_STRIDES",
+    "get_stage_strides",
     "LOCAL_WINDOW_RANGE",
     "MOATBlock",
     "ClassifierHead",
@@ -50,6 +51,17 @@ __all__ = [
 ATTENTION_MODES = ("global", "local")
 #: Supported output strides and the stride of each stage's first block.
 OUTPUT_STRIDES = {32: (2, 2, 2, 2), 16: (2, 2, 2, 1), 8: (2, 2, 1, 1)}
+
+
+def get_stage_strides(output_stride: int) -> tuple[int, int, int, int]:
+    """Strides of the four stages for an overall ``output_stride`` (the seed's name).
+
+    Raises:
+        ValueError: if ``output_stride`` is not one of 8, 16, 32.
+    """
+    if output_stride not in OUTPUT_STRIDES:
+        raise ValueError(f"output_stride must be one of {sorted(OUTPUT_STRIDES)}, got {output_stride!r}")
+    return OUTPUT_STRIDES[output_stride]
 #: Allowed height/width of a local attention window (the seed's local context).
 LOCAL_WINDOW_RANGE = (6, 16)
 #: Default local window: per axis, the first of these that divides the final feature map.
@@ -176,8 +188,7 @@ def moat_config(
         raise ValueError(f"unknown base_arch {base_arch!r}; expected one of {list(ARCHITECTURES)}")
     arch = ARCHITECTURES[base_arch]
     _, _, height, width = _check_shape(shape)
-    if output_stride not in OUTPUT_STRIDES:
-        raise ValueError(f"output_stride must be one of {sorted(OUTPUT_STRIDES)}, got {output_stride!r}")
+    strides = get_stage_strides(output_stride)
     if attention_mode not in ATTENTION_MODES:
         raise ValueError(f"attention_mode must be one of {ATTENTION_MODES}, got {attention_mode!r}")
     if attention_mode == "global" and local_window_size is not None:
@@ -196,7 +207,6 @@ def moat_config(
     if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
         raise ValueError(f"num_classes must be None or a positive int, got {num_classes!r}")
 
-    strides = OUTPUT_STRIDES[output_stride]
     stage_size, h, w = [], height // 2, width // 2  # after the stem
     for s in strides:
         h, w = h // s, w // s

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = ["check_shape", "max_abs_error", "psnr", "assert_parity", "ParityReport"]
+__all__ = ["check_shape", "max_abs_error", "psnr", "assert_parity", "ParityReport", "randomize_"]
 
 
 def _as_numpy(x) -> np.ndarray:
@@ -92,3 +92,30 @@ def assert_parity(reference, test, atol: float | None = None, min_psnr: float | 
     if min_psnr is not None and not report.psnr_db >= min_psnr:
         raise AssertionError(f"{name}: PSNR {report.psnr_db:.1f} dB < required {min_psnr:.1f} dB")
     return report
+
+
+@torch.no_grad()
+def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every parameter and norm statistic random, trained-looking values, in place.
+
+    Freshly built layers hold zeros and ones (biases, ``abs_pe``, batch-norm statistics)
+    that hide porting and layout mistakes; a parity test on such a model may pass when it
+    should fail. Weights are drawn with std ``1/sqrt(fan_in)``, vectors with std 0.1,
+    batch-norm running means around 0 and variances in [0.5, 1.5), and norm scales around
+    1. Returns ``module``.
+    """
+    from torch import nn
+
+    from .norm import LayerNormANE
+
+    g = torch.Generator().manual_seed(seed)
+    for p in module.parameters():
+        fan_in = p[0].numel() if p.dim() == 4 else p.shape[-1]  # conv: C_in*k*k; else the last axis
+        p.copy_(torch.randn(p.shape, generator=g) * (fan_in**-0.5 if p.dim() > 1 else 0.1))
+    for mod in module.modules():
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.running_mean is not None:
+            mod.running_mean.copy_(0.1 * torch.randn(mod.num_features, generator=g))
+            mod.running_var.copy_(0.5 + torch.rand(mod.num_features, generator=g))
+        if isinstance(mod, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, LayerNormANE)) and getattr(mod, "weight", None) is not None:
+            mod.weight.add_(1.0)  # scales around 1, as after training
+    return module

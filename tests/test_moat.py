@@ -233,3 +233,22 @@ def test_float16_forward_stays_within_60_db_of_float32(base_arch, size):
     for i, (a, b) in enumerate(zip(out32, out16)):
         assert b.dtype == torch.float16
         assert psnr(a, b.float()) >= 60, f"stage {i}: {psnr(a, b.float()):.1f} dB"
+
+
+def test_get_stage_strides_is_the_seeds_function():
+    from ane_vit.moat import get_stage_strides
+
+    assert [get_stage_strides(s) for s in (32, 16, 8)] == [(2, 2, 2, 2), (2, 2, 2, 1), (2, 2, 1, 1)]
+    with pytest.raises(ValueError, match=r"one of \[8, 16, 32\], got 4"):
+        get_stage_strides(4)
+
+
+def test_randomize_changes_every_parameter_and_statistic():
+    from ane_vit.testing import randomize_
+
+    _, model = build_model((1, 3, 64, 64), attention_mode="global")
+    before = {k: v.clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+    randomize_(model, seed=3)
+    after = model.state_dict()
+    unchanged = [k for k, v in before.items() if torch.equal(v, after[k])]
+    assert unchanged == []

@@ -1,41 +1,20 @@
 """The ANE MOAT computes the same function as the plain reference MOAT once the reference
 weights are ported: fp32, relative error <= 1e-4 on every stage."""
 
-import math
-
 import pytest
 import torch
-from torch import nn
 
 from ane_vit import PEType, assert_parity
 from ane_vit.moat import build_model
 from ane_vit.port.moat import port_moat_weights
 from ane_vit.reference.moat import ReferenceMOAT, build_reference_model
-
-
-def _randomize(model):
-    # Every parameter and batch-norm statistic random, so that a wrongly ported tensor or
-    # a layout mistake shows up (abs_pe, biases and norm statistics start trivial).
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                fan_in = p[0].numel() if p.dim() == 4 else p.shape[-1]
-                p.normal_(0, 1 / math.sqrt(fan_in))
-            else:
-                p.normal_(0, 0.1)
-        for mod in model.modules():
-            if isinstance(mod, nn.BatchNorm2d):
-                mod.running_mean.normal_(0, 0.1)
-                mod.running_var.uniform_(0.5, 1.5)
-            if isinstance(mod, (nn.BatchNorm2d, nn.LayerNorm)):
-                mod.weight.add_(1.0)
-    return model
+from ane_vit.testing import randomize_
 
 
 def _pair(num_classes=None, split_head=True, **kwargs):
     _, ref = build_reference_model((1, 3, 256, 256), num_classes=num_classes, **kwargs)
     _, ane = build_model((1, 3, 256, 256), split_head=split_head, num_classes=num_classes, **kwargs)
-    ref = _randomize(ref).eval()
+    ref = randomize_(ref).eval()
     return ref, port_moat_weights(ref, ane).eval()
 
 
