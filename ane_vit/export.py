@@ -38,6 +38,7 @@ from importlib import metadata as _importlib_metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -182,7 +183,11 @@ def to_mlprogram(
             )
         ]
     else:
-        inputs = [ct.TensorType(name=n, shape=tuple(t.shape)) for n, t in zip(input_names, example_inputs)]
+        # Integer inputs (e.g. indices) stay integers; anything else is a float input.
+        inputs = [
+            ct.TensorType(name=n, shape=tuple(t.shape), dtype=np.int32 if not t.is_floating_point() else None)
+            for n, t in zip(input_names, example_inputs)
+        ]
 
     wrapper = _ExportWrapper(module.eval(), inv_std).eval()
     outputs = None
