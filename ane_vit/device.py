@@ -172,8 +172,9 @@ def measure_latency(path: str | os.PathLike, compute_units: str = "CPU_AND_NE", 
         runs, warmup: timed and untimed predictions.
 
     Returns:
-        ``{"kind": "measured", "model", "compute_units", "runs", "warmup", "load_ms",
-        "first_prediction_ms", "median_ms", "p90_ms", "min_ms", "mean_ms", "provenance"}``.
+        a dict with the keys ``kind`` (``"measured"``), ``model``, ``compute_units``,
+        ``runs``, ``warmup``, ``load_ms``, ``first_prediction_ms``, ``median_ms``,
+        ``p90_ms``, ``min_ms``, ``mean_ms`` and ``provenance``.
 
     Raises:
         RuntimeError: not macOS 13+ (checked before anything else is done).
@@ -234,8 +235,8 @@ def compute_plan(path: str | os.PathLike, compute_units: str = "CPU_AND_NE") -> 
     not a timing.
 
     Returns:
-        ``{"kind": "compute_plan", "model", "compute_units", "operations": [...],
-        "ops_by_device": {...}, "cost_by_device": {...}, "provenance"}``.
+        a dict with the keys ``kind`` (``"compute_plan"``), ``model``, ``compute_units``,
+        ``operations`` (a list), ``ops_by_device``, ``cost_by_device`` and ``provenance``.
 
     Raises:
         RuntimeError: not macOS 14.4+ (checked before anything else is done).

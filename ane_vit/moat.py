@@ -47,7 +47,7 @@ __all__ = [
     "build_model",
 ]
 
-#: Attention modes: ``global`` attends over a whole stage map, ``local`` over windows.
+#: Attention modes. ``global`` attends over a whole stage map, ``local`` over windows.
 ATTENTION_MODES = ("global", "local")
 #: Supported output strides and the stride of each stage's first block.
 OUTPUT_STRIDES = {32: (2, 2, 2, 2), 16: (2, 2, 2, 1), 8: (2, 2, 1, 1)}
@@ -81,7 +81,7 @@ class MOATArch:
     head_dim: int = 32
 
 
-#: The registry: ``base_arch`` name -> architecture. Widths and depths of the MOAT paper
+#: The registry, ``base_arch`` name -> architecture. Widths and depths of the MOAT paper
 #: (Yang et al. 2023, arXiv:2210.01820), as its official code lists them (google-research
 #: deeplab2, ``model/pixel_encoder/moat.py``); tiny-moat-0/1/2 are the three the seed ships.
 ARCHITECTURES: dict[str, MOATArch] = {
@@ -415,7 +415,7 @@ def build_model(
             (stage strides (2,2,2,2), (2,2,2,1), (2,2,1,1)).
         split_head: per-head softmax (ANE-friendly) in every attention layer.
         channel_buffer_align: round stem and stage widths up to multiples of 32.
-        num_blocks: blocks per stage; ``None`` uses the preset of ``base_arch`` ((2,3,7,2)
+        num_blocks: blocks per stage; ``None`` uses the preset of ``base_arch`` (``(2, 3, 7, 2)``
             for tiny-moat-*, which is what the seed always used); an explicit value
             overrides it.
         mbconv_block_expand_ratio, moat_block_expand_ratio: MBConv expansion in the
