@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import platform
 import random
 from importlib import metadata
+from pathlib import Path
 
-__all__ = ["setup", "environment_report", "show_source"]
+__all__ = ["setup", "environment_report", "show_source", "results_dir", "load_published_figures"]
 
 
 def _version(dist: str) -> str:
@@ -62,3 +64,24 @@ def show_source(obj) -> None:
         display(Markdown(f"```python\n{source}\n```"))
     except ImportError:  # plain Python
         print(source)
+
+
+def results_dir(start: str | os.PathLike | None = None) -> Path:
+    """The repository's ``results/`` folder, found by walking up from ``start`` (default: the
+    working directory), so a notebook finds it whether run by Jupyter, nbval or jupyter-book.
+
+    Raises:
+        FileNotFoundError: when no ``results/published_figures.json`` lies above ``start``.
+    """
+    here = Path(start if start is not None else Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "results" / "published_figures.json").is_file():
+            return folder / "results"
+    raise FileNotFoundError(
+        f"no results/published_figures.json in {here} or above it: run the notebook from inside the ane-vit repository"
+    )
+
+
+def load_published_figures() -> dict:
+    """The published figures the book quotes, each with its citation keys (``results/published_figures.json``)."""
+    return json.loads((results_dir() / "published_figures.json").read_text())
