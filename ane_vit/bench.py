@@ -68,7 +68,7 @@ KINDS: dict[str, str] = {
     "derived": "computed from other numbers: ratios, PSNR of the interpreted program against PyTorch",
 }
 
-#: Metrics the chart draws: key -> (what it is, axis label with unit, divisor of the stored value).
+#: Metrics the chart draws, key -> (what it is, axis label with unit, divisor of the stored value).
 PLOT_METRICS: dict[str, tuple[str, str, float]] = {
     "cpu_latency_median_ms": ("PyTorch CPU latency", "median latency (ms)", 1.0),
     "op_count": ("Ops in the program", "ops (const excluded)", 1.0),

@@ -416,7 +416,7 @@ def build_model(
         split_head: per-head softmax (ANE-friendly) in every attention layer.
         channel_buffer_align: round stem and stage widths up to multiples of 32.
         num_blocks: blocks per stage; ``None`` uses the preset of ``base_arch`` (``(2, 3, 7, 2)``
-            for tiny-moat-*, which is what the seed always used); an explicit value
+            for the tiny-moat architectures, which is what the seed always used); an explicit value
             overrides it.
         mbconv_block_expand_ratio, moat_block_expand_ratio: MBConv expansion in the
             MBConv stages and inside the MOAT blocks.
