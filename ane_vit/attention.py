@@ -4,8 +4,9 @@
 of the whole map for global attention) and computes attention in the ANE layout
 ``(B, C, 1, S)``:
 
-* the q/k/v/output projections are 1x1 convolutions (the ANE's fastest op, and no
-  transpose is needed between them);
+* the q/k/v/output projections are 1x1 convolutions, as Apple maps ``nn.Linear`` in this
+  layout (Apple, "Deploying Transformers on the Apple Neural Engine", 2022), and no
+  transpose is needed between them;
 * with ``split_head=True`` each head gets its own einsum and its own softmax (the
   "split softmax"): every intermediate is at most ``(B, N, 1, N)`` and stays rank 4,
   instead of one ``(B, heads, N, N)`` tensor; with ``split_head=False`` all heads go
@@ -98,9 +99,11 @@ class WindowAttention(nn.Module):
     Shapes: ``x: (B*nW, N, C) -> (B*nW, N, C)``. The input is never modified.
 
     Differences from the seed (``vision_transformers.attention_utils``): ``RPE`` learns one
-    table column per head (the seed shared one column and failed with several heads), the
-    input is not modified in place, ``split_head=False`` is a real fused path, and
-    ``LePE_FUSED`` is a real variant.
+    table column per head (the seed built one column and failed with several heads), the
+    input is not modified in place, ``split_head=False`` is a real fused path,
+    ``LePE_FUSED`` is a real variant, and the relative-position bias follows Swin's
+    orientation ``table[pos(q) - pos(k)]`` where the seed used ``table[pos(k) - pos(q)]``
+    (convert a seed table with ``ane_vit.port.seed_rpe_table_to_ane``).
     """
 
     def __init__(

@@ -72,7 +72,7 @@ KINDS: dict[str, str] = {
 PLOT_METRICS: dict[str, tuple[str, str, float]] = {
     "cpu_latency_median_ms": ("PyTorch CPU latency", "median latency (ms)", 1.0),
     "op_count": ("Ops in the program", "ops (const excluded)", 1.0),
-    "layout_bytes": ("Bytes written by layout ops", "layout-op outputs (MiB)", 2.0**20),
+    "layout_bytes_padded": ("Bytes written by layout ops, last axis padded to 64 B", "layout-op outputs (MiB)", 2.0**20),
     "activation_bytes_padded": ("Activation bytes, last axis padded to 64 B", "activations (MiB)", 2.0**20),
 }
 
@@ -504,7 +504,7 @@ _TABLE_COLUMNS = [  # header, metric, scale, format
     ("package MB", "mlpackage_bytes", 1e6, "{:.2f}"),
     ("ops", "op_count", 1.0, "{:.0f}"),
     ("layout ops", "layout_op_count", 1.0, "{:.0f}"),
-    ("layout MiB", "layout_bytes", 2.0**20, "{:.2f}"),
+    ("layout MiB (dense)", "layout_bytes", 2.0**20, "{:.2f}"),
     ("padded act. MiB", "activation_bytes_padded", 2.0**20, "{:.1f}"),
     ("weights MiB", "weight_bytes", 2.0**20, "{:.2f}"),
     ("findings", "findings_total", 1.0, "{:.0f}"),

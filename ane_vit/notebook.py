@@ -10,6 +10,9 @@ import random
 from importlib import metadata
 from pathlib import Path
 
+# Quiet progress bars (coremltools conversion) before anything imports tqdm.
+os.environ.setdefault("TQDM_DISABLE", "1")
+
 __all__ = ["setup", "environment_report", "show_source", "results_dir", "load_published_figures"]
 
 

@@ -179,3 +179,32 @@ def test_forward_bc1s_equals_forward_on_tokens(pe_type):
     assert torch.equal(bc1s.squeeze(2).permute(0, 2, 1), tokens)
     with pytest.raises(ValueError, match=r"\(B, 32, 1, 16\), got \(3, 16, 32\)"):
         layer.forward_bc1s(x)
+
+
+def toy_seed_position_bias(seed_table, window_size):
+    """The seed's bias, written out: score (q, k) gets seed_table[pos(k) - pos(q)]."""
+    wh, ww = window_size
+    pos = [(r, c) for r in range(wh) for c in range(ww)]
+    n = len(pos)
+    bias = torch.empty(seed_table.shape[2], n, n)  # (h, N_q, N_k)
+    for q, (rq, cq) in enumerate(pos):
+        for k, (rk, ck) in enumerate(pos):
+            bias[:, q, k] = seed_table[rk - rq + wh - 1, ck - cq + ww - 1]
+    return bias
+
+
+@pytest.mark.parametrize("window, heads", [((4, 4), 1), ((3, 5), 2)])
+def test_seed_rpe_table_loads_flipped(window, heads):
+    from ane_vit.port import seed_rpe_table_to_ane
+
+    seed_table = torch.randn(2 * window[0] - 1, 2 * window[1] - 1, heads)
+    layer = WindowAttention(32, window, 2, pe_type=PEType.RPE if heads > 1 else PEType.SINGLE_HEAD_RPE)
+    converted = seed_rpe_table_to_ane(seed_table)
+    with torch.no_grad():
+        layer.relative_position_bias_table.copy_(converted)
+    ours = layer.position_bias().squeeze(2).transpose(1, 2)  # (h, N_k, 1, N_q) -> (h, N_q, N_k)
+    assert torch.equal(ours, toy_seed_position_bias(seed_table, window))
+    # loading the seed's table without the flip gives a different bias
+    assert not torch.equal(seed_table.reshape(-1, heads), converted)
+    with pytest.raises(ValueError, match="odd sides"):
+        seed_rpe_table_to_ane(torch.zeros(4, 7, 1))

@@ -166,7 +166,7 @@ def test_files_table_and_chart(run, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     titles = [ax.get_title() for ax in fig.axes]
     assert any(t.startswith("Ops in the program: ANE") for t in titles), titles
-    ax = bench.plot_metric(results, "layout_bytes")
+    ax = bench.plot_metric(results, "layout_bytes_padded")
     assert ax.get_ylabel() == "layout-op outputs (MiB)"
 
 

@@ -5,8 +5,8 @@ layers use 1x1 ``nn.Conv2d`` (weight ``(out, in, 1, 1)``) and separate q, k, v. 
 layer *is* a 1x1 convolution, so porting is a reshape of each weight, no arithmetic.
 """
 
-from .attention import linear_to_conv1x1, port_attention_weights
+from .attention import linear_to_conv1x1, port_attention_weights, seed_rpe_table_to_ane
 from .deit import port_deit_weights
 from .moat import port_moat_weights
 
-__all__ = ["linear_to_conv1x1", "port_attention_weights", "port_deit_weights", "port_moat_weights"]
+__all__ = ["linear_to_conv1x1", "port_attention_weights", "port_deit_weights", "port_moat_weights", "seed_rpe_table_to_ane"]

@@ -8,7 +8,7 @@ from torch import nn
 from ..attention import WindowAttention
 from ..reference.attention import ReferenceWindowAttention
 
-__all__ = ["linear_to_conv1x1", "port_attention_weights"]
+__all__ = ["linear_to_conv1x1", "port_attention_weights", "seed_rpe_table_to_ane"]
 
 
 @torch.no_grad()
@@ -49,3 +49,21 @@ def port_attention_weights(reference: ReferenceWindowAttention, ane: WindowAtten
     if hasattr(reference, "lepe"):
         ane.lepe.load_state_dict(reference.lepe.state_dict())
     return ane
+
+
+def seed_rpe_table_to_ane(table: torch.Tensor) -> torch.Tensor:
+    """Convert a relative-position table of the seed (``ml-vision-transformers-ane``) to ours.
+
+    The seed adds ``table[pos(k) - pos(q)]`` to the score of query ``q`` and key ``k``;
+    ``ane_vit`` (like Swin) adds ``table[pos(q) - pos(k)]``. The offset changes sign, which
+    on the ``(2wh-1, 2ww-1)`` grid of offsets is a flip of both axes.
+
+    Shapes: ``table: (2wh-1, 2ww-1, h)`` (the seed's parameter) ``-> ((2wh-1)*(2ww-1), h)``,
+    ready for ``WindowAttention.relative_position_bias_table``.
+    """
+    if not isinstance(table, torch.Tensor) or table.dim() != 3:
+        shape = tuple(table.shape) if isinstance(table, torch.Tensor) else type(table).__name__
+        raise ValueError(f"expected the seed's table of shape (2wh-1, 2ww-1, heads), got {shape}")
+    if table.shape[0] % 2 == 0 or table.shape[1] % 2 == 0:
+        raise ValueError(f"a table of offsets has odd sides (2wh-1, 2ww-1), got {tuple(table.shape)}")
+    return table.flip(0, 1).reshape(-1, table.shape[2])  # (2wh-1, 2ww-1, h) -> ((2wh-1)*(2ww-1), h)
