@@ -231,7 +231,7 @@ class WindowAttention(nn.Module):
 
     def _lepe(self, v: torch.Tensor) -> torch.Tensor:
         b, c, _, n = v.shape
-        v_2d = v.reshape(b, c, *self.window_size)  # (B, C, 1, N) -> (B, C, wh, ww): free, row-major
+        v_2d = v.reshape(b, c, *self.window_size)  # (B, C, 1, N) -> (B, C, wh, ww): a view in PyTorch (row-major)
         return self.lepe(v_2d).reshape(b, c, 1, n)  # (B, C, 1, N)
 
     def _split_head_attention(self, q, k, v, bias):

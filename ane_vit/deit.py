@@ -222,7 +222,7 @@ class DeiTANE(nn.Module):
             self._check_input(x)
         x = self.patch_embed(x)  # (B, C, H/p, W/p)
         b, c, gh, gw = x.shape
-        x = x.reshape(b, c, 1, gh * gw)  # (B, C, H/p, W/p) -> (B, C, 1, S-1): free, row-major
+        x = x.reshape(b, c, 1, gh * gw)  # (B, C, H/p, W/p) -> (B, C, 1, S-1): a view in PyTorch (row-major)
         x = torch.cat([self.cls_token.expand(b, -1, -1, -1), x], dim=3)  # (B, C, 1, S): class token first
         x = x + self.pos_embed  # (B, C, 1, S)
         for block in self.blocks:

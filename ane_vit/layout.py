@@ -66,7 +66,10 @@ def bc1s_to_bnc(x: torch.Tensor) -> torch.Tensor:
 
 
 def nchw_to_bc1s(x: torch.Tensor) -> torch.Tensor:
-    """A feature map ``(B, C, H, W)`` to ``(B, C, 1, H*W)``; a free reshape (no copy).
+    """A feature map ``(B, C, H, W)`` to ``(B, C, 1, H*W)``; a view in PyTorch (no copy).
+
+    In a converted program it is one ``reshape`` op; on the ANE, whose buffers pad the last
+    axis to 64 bytes, it keeps the data in place only when ``W`` fills whole 64-byte lines.
 
     Shapes: ``x: (B, C, H, W) -> (B, C, 1, H*W)``
     """

@@ -8,8 +8,9 @@ ml-vision-transformers-ane (the seed) ships; ``build_model`` takes the seed's ar
 gives the same layers, so trainable parameter counts match it exactly.
 
 ANE layout: the whole model stays NCHW. For global attention the map ``(B, C, H, W)`` is
-reshaped for free to ``(B, C, 1, H*W)`` and normalised over its channel axis, and
-``WindowAttention.forward_bc1s`` runs on it: no transpose anywhere in the block. Local
+reshaped to ``(B, C, 1, H*W)`` (a view in PyTorch, one reshape op in the program) and
+normalised over its channel axis, and ``WindowAttention.forward_bc1s`` runs on it: the only
+transpose in the block is the one inside attention. Local
 attention partitions the map into windows channels-last with ``ane_vit.window_partition``
 (rank <= 5), as the seed does.
 
@@ -267,8 +268,9 @@ class MOATBlock(nn.Module):
     """MOAT block in the ANE layout: MBConv (no SE) -> LayerNorm -> attention -> residual.
 
     The shortcut is taken after the MBConv, before the norm. Global attention: the map is
-    reshaped for free to ``(B, C, 1, H*W)``, normalised over channels and fed to
-    ``WindowAttention.forward_bc1s`` (no transposes). Local attention: the map goes
+    reshaped to ``(B, C, 1, H*W)`` (a view in PyTorch, one reshape op in the program),
+    normalised over channels and fed to ``WindowAttention.forward_bc1s`` (no transpose
+    around it). Local attention: the map goes
     channels-last once, is normalised over its last axis (one ``layer_norm`` op) and cut
     into windows with the rank-5 ``window_partition``.
 
@@ -304,7 +306,7 @@ class MOATBlock(nn.Module):
         x = self.mbconv(x)  # (B, C, H, W); also the shortcut
         b, c, h, w = x.shape
         if self.attention_mode == "global":
-            y = x.reshape(b, c, 1, h * w)  # (B, C, H, W) -> (B, C, 1, H*W): free, row-major
+            y = x.reshape(b, c, 1, h * w)  # (B, C, H, W) -> (B, C, 1, H*W): a view in PyTorch, one reshape op in the program
             y = self.attention.forward_bc1s(self.attn_norm(y))  # (B, C, 1, H*W)
             y = y.reshape(b, c, h, w)  # (B, C, 1, H*W) -> (B, C, H, W)
         else:
