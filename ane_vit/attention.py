@@ -24,6 +24,8 @@ from enum import Enum, unique
 import torch
 from torch import nn
 
+from .partition import parse_window_size
+
 __all__ = ["PEType", "WindowAttention", "relative_position_index"]
 
 
@@ -123,12 +125,7 @@ class WindowAttention(nn.Module):
             raise ValueError(f"dim must be a positive int, got {dim!r}")
         if not isinstance(num_heads, int) or num_heads <= 0 or dim % num_heads:
             raise ValueError(f"num_heads must be a positive int that divides dim={dim}, got {num_heads!r}")
-        try:
-            wh, ww = (int(v) for v in window_size)
-        except (TypeError, ValueError):
-            raise ValueError(f"window_size must be a pair (wh, ww), got {window_size!r}") from None
-        if wh <= 0 or ww <= 0:
-            raise ValueError(f"window_size must be positive, got {(wh, ww)}")
+        wh, ww = parse_window_size(window_size)
         self.dim = dim
         self.window_size = (wh, ww)
         self.num_heads = num_heads

@@ -13,17 +13,27 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["window_partition", "window_reverse", "check_window_size"]
+__all__ = ["window_partition", "window_reverse", "check_window_size", "parse_window_size"]
 
 
-def check_window_size(window_size: Sequence[int], height: int, width: int) -> tuple[int, int]:
-    """Validate ``window_size`` against a ``height x width`` map and return it as a tuple."""
+def parse_window_size(window_size: Sequence[int]) -> tuple[int, int]:
+    """``window_size`` as a pair ``(wh, ww)`` of positive ints.
+
+    Raises:
+        ValueError: naming what was given, if it is not a pair of positive ints.
+    """
     try:
         wh, ww = (int(v) for v in window_size)
     except (TypeError, ValueError):
         raise ValueError(f"window_size must be a pair (wh, ww) of positive ints, got {window_size!r}") from None
     if wh <= 0 or ww <= 0:
         raise ValueError(f"window_size must be positive, got {(wh, ww)}")
+    return wh, ww
+
+
+def check_window_size(window_size: Sequence[int], height: int, width: int) -> tuple[int, int]:
+    """Validate ``window_size`` against a ``height x width`` map and return it as a tuple."""
+    wh, ww = parse_window_size(window_size)
     if height % wh or width % ww:
         raise ValueError(
             f"window_size {(wh, ww)} does not divide the feature map {(height, width)}: "
@@ -48,7 +58,7 @@ def window_partition(x: torch.Tensor, window_size: Sequence[int]) -> torch.Tenso
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"window_partition expects x of shape (B, H, W, C), got {shape}")
     B, H, W, C = x.shape
-    wh, ww = _window_pair(window_size) if torch.jit.is_tracing() else check_window_size(window_size, H, W)
+    wh, ww = parse_window_size(window_size) if torch.jit.is_tracing() else check_window_size(window_size, H, W)
     x = x.reshape(B * (H // wh), wh, W // ww, ww, C)  # (B*H/wh, wh, W/ww, ww, C): rows of windows
     x = x.permute(0, 2, 1, 3, 4)  # (B*H/wh, W/ww, wh, ww, C): window column before in-window row
     return x.reshape(-1, wh, ww, C)  # (B*nW, wh, ww, C)
@@ -64,7 +74,7 @@ def window_reverse(windows: torch.Tensor, window_size: Sequence[int], H: int, W:
             count that is not a multiple of ``nW``.
     """
     if torch.jit.is_tracing():  # shapes are fixed while tracing; checks would only warn
-        wh, ww = _window_pair(window_size)
+        wh, ww = parse_window_size(window_size)
     else:
         wh, ww = check_window_size(window_size, H, W)
         _check_windows(windows, (wh, ww), H, W)
@@ -74,11 +84,6 @@ def window_reverse(windows: torch.Tensor, window_size: Sequence[int], H: int, W:
     x = windows.reshape(B * (H // wh), W // ww, wh, ww, C)  # (B*H/wh, W/ww, wh, ww, C)
     x = x.permute(0, 2, 1, 3, 4)  # (B*H/wh, wh, W/ww, ww, C): in-window row before window column
     return x.reshape(B, H, W, C)  # (B, H, W, C)
-
-
-def _window_pair(window_size: Sequence[int]) -> tuple[int, int]:
-    wh, ww = window_size
-    return int(wh), int(ww)
 
 
 def _check_windows(windows: torch.Tensor, window_size: tuple[int, int], H: int, W: int) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .attention import PEType, WindowAttention
+from .partition import parse_window_size
 from .plotting import OKABE_ITO
 
 __all__ = [
@@ -100,12 +101,7 @@ def rpe_bias_nbytes(window_size: Sequence[int], num_heads: int, bytes_per_value:
 
     Shapes: bias ``(heads, N_k, 1, N_q)`` with ``N = wh*ww``
     """
-    try:
-        wh, ww = (int(v) for v in window_size)
-    except (TypeError, ValueError):
-        raise ValueError(f"window_size must be a pair (wh, ww), got {window_size!r}") from None
-    if wh <= 0 or ww <= 0:
-        raise ValueError(f"window_size must be positive, got {(wh, ww)}")
+    wh, ww = parse_window_size(window_size)
     if not isinstance(num_heads, int) or num_heads <= 0:
         raise ValueError(f"num_heads must be a positive int, got {num_heads!r}")
     if bytes_per_value not in (2, 4):

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..attention import PEType, _parse_pe_type, relative_position_index
-from ..partition import _window_pair, check_window_size
+from ..partition import check_window_size, parse_window_size
 
 __all__ = ["ReferenceWindowAttention", "window_partition_6d", "window_reverse_6d"]
 
@@ -21,7 +21,7 @@ def window_partition_6d(x: torch.Tensor, window_size: Sequence[int]) -> torch.Te
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         raise ValueError(f"window_partition_6d expects x of shape (B, H, W, C), got {getattr(x, 'shape', x)}")
     B, H, W, C = x.shape
-    wh, ww = _window_pair(window_size) if torch.jit.is_tracing() else check_window_size(window_size, H, W)
+    wh, ww = parse_window_size(window_size) if torch.jit.is_tracing() else check_window_size(window_size, H, W)
     x = x.reshape(B, H // wh, wh, W // ww, ww, C)  # (B, H/wh, wh, W/ww, ww, C): rank 6
     x = x.permute(0, 1, 3, 2, 4, 5)  # (B, H/wh, W/ww, wh, ww, C)
     return x.reshape(-1, wh, ww, C)  # (B*nW, wh, ww, C)
@@ -32,7 +32,7 @@ def window_reverse_6d(windows: torch.Tensor, window_size: Sequence[int], H: int,
 
     Shapes: ``windows: (B*nW, wh, ww, C) -> (B, H, W, C)``
     """
-    wh, ww = _window_pair(window_size) if torch.jit.is_tracing() else check_window_size(window_size, H, W)
+    wh, ww = parse_window_size(window_size) if torch.jit.is_tracing() else check_window_size(window_size, H, W)
     C = windows.shape[-1]
     B = windows.shape[0] // ((H // wh) * (W // ww))
     x = windows.reshape(B, H // wh, W // ww, wh, ww, C)  # (B, H/wh, W/ww, wh, ww, C): rank 6
