@@ -1,0 +1,133 @@
+"""The export command line, ``python -m ane_vit.export``: its parser, its plan and ``main``.
+
+``main`` is re-exported by ``ane_vit.export``, whose ``if __name__ == "__main__"`` hook
+runs it. Each MOAT is exported with ``ane_vit.export.export_moat``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ._export_metadata import package_nbytes
+from ._export_paths import _ATTENTION_MODES, _check_target, default_filename
+from .attention import PEType
+
+_DEFAULT_SHAPES = ((512, 512), (256, 256))  # the seed's export.py, in its order
+
+
+def _pe_type_arg(text: str) -> PEType:
+    name = text.split(".")[-1]
+    for member in PEType:
+        if member.name.lower() == name.lower():
+            return member
+    raise argparse.ArgumentTypeError(f"unknown PE type {text!r}; choose from {', '.join(m.name for m in PEType)}")
+
+
+def _build_parser(archs: Sequence[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ane_vit.export",
+        description=(
+            "Export MOAT models to Core ML ML Programs (.mlpackage, float16, fixed input shape). "
+            "With no arguments: what the seed's export.py exported - tiny-moat-0, SINGLE_HEAD_RPE, "
+            "global and local attention, 512x512 and 256x256 inputs, batch 1 - into exported_model/."
+        ),
+    )
+    parser.add_argument("--arch", default="tiny-moat-0", choices=list(archs), help="base architecture (default: tiny-moat-0)")
+    shape = parser.add_mutually_exclusive_group()
+    shape.add_argument("--size", nargs=2, type=int, action="append", metavar=("H", "W"),
+                       help="input height and width; repeat for several (default: 512 512 and 256 256)")
+    shape.add_argument("--shape", nargs=4, type=int, action="append", metavar=("B", "C", "H", "W"),
+                       help="full input shape instead of --size/--batch; repeatable")
+    parser.add_argument("--batch", type=int, default=None, metavar="B", help="batch size with --size (default: 1)")
+    parser.add_argument("--attention-mode", action="append", choices=[*_ATTENTION_MODES, "both"],
+                        help="global, local or both; repeatable (default: both)")
+    parser.add_argument("--pe-type", type=_pe_type_arg, default=PEType.SINGLE_HEAD_RPE, metavar="PE",
+                        help=f"position embedding: {', '.join(m.name for m in PEType)} (default: SINGLE_HEAD_RPE)")
+    parser.add_argument("--local-window", nargs=2, type=int, metavar=("H", "W"), default=None,
+                        help="local attention window (default: build_model's choice, 8 8 for 256 and 512 inputs)")
+    parser.add_argument("--num-classes", type=int, default=None, metavar="N", help="add a classification head; output 'logits'")
+    parser.add_argument("--output-dir", default="exported_model", metavar="DIR", help="folder for the .mlpackage files (default: exported_model)")
+    parser.add_argument("--no-split-head", action="store_true", help="one fused softmax over all heads instead of one per head")
+    parser.add_argument("--image-input", action="store_true", help="RGB image input, ImageNet normalisation inside the model")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing .mlpackage files")
+    parser.add_argument("--dry-run", action="store_true", help="list the files that would be written, convert nothing")
+    return parser
+
+
+def _plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[dict]:
+    if args.shape is not None:
+        if args.batch is not None:
+            parser.error("--batch goes with --size; --shape already contains the batch")
+        shapes = [tuple(s) for s in args.shape]
+    else:
+        batch = 1 if args.batch is None else args.batch
+        shapes = [(batch, 3, h, w) for h, w in (args.size or _DEFAULT_SHAPES)]
+    for s in shapes:
+        if min(s) <= 0:
+            parser.error(f"shape sizes must be positive, got {s}")
+    modes: list[str] = []
+    for mode in args.attention_mode or ["both"]:
+        for m in _ATTENTION_MODES if mode == "both" else (mode,):
+            if m not in modes:
+                modes.append(m)
+    split_head = not args.no_split_head
+    jobs = []
+    for mode in modes:  # the seed's loop order: attention mode, then shape
+        for s in shapes:
+            cfg = {"base_arch": args.arch, "attention_mode": mode, "pe_type": args.pe_type, "split_head": split_head}
+            jobs.append(
+                dict(
+                    base_arch=args.arch,
+                    shape=s,
+                    attention_mode=mode,
+                    pe_type=args.pe_type,
+                    split_head=split_head,
+                    local_window_size=args.local_window if mode == "local" else None,
+                    num_classes=args.num_classes,
+                    image_input=args.image_input,
+                    path=Path(args.output_dir) / default_filename(cfg, s),
+                )
+            )
+    return jobs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m ane_vit.export [options]``; returns the exit status.
+
+    Usage errors (unknown option, unwritable folder, existing file without
+    ``--overwrite``) exit with status 2 before anything is converted.
+    """
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    # export_moat is looked up in ane_vit.export (its public home) when main runs, not
+    # bound at import: that module imports this one, and patching it there reaches main.
+    from .export import export_moat
+    from .moat import ARCHITECTURES
+
+    parser = _build_parser(sorted(ARCHITECTURES))
+    args = parser.parse_args(argv)
+    jobs = _plan(args, parser)
+    if args.dry_run:
+        for job in jobs:
+            print(job["path"])
+        return 0
+    try:
+        _check_target(Path(args.output_dir) / "probe.mlpackage", overwrite=True)
+    except OSError as err:
+        parser.error(str(err))
+    existing = [str(j["path"]) for j in jobs if j["path"].exists()]
+    if existing and not args.overwrite:
+        parser.error(f"{', '.join(existing)} already exist(s); pass --overwrite to replace")
+    for i, job in enumerate(jobs, 1):
+        job.pop("path")
+        start, cpu_start = time.perf_counter(), time.process_time()
+        try:
+            saved = export_moat(**job, output_dir=args.output_dir, overwrite=args.overwrite)
+        except ValueError as err:  # e.g. a size or window build_model does not accept
+            parser.error(str(err))
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start  # CPU: robust on a busy machine
+        print(f"[{i}/{len(jobs)}] {saved}  {wall:.1f} s ({cpu:.1f} s CPU)  {package_nbytes(saved) / 1e6:.2f} MB", flush=True)
+    return 0
