@@ -104,6 +104,20 @@ def _check_num_classes(num_classes: int | None) -> None:
         raise ValueError(f"num_classes must be a positive int, or None for features; got {num_classes!r}")
 
 
+def _set_geometry(model: nn.Module, config: DeiTConfig, image_size: int | Sequence[int], num_classes: int | None) -> None:
+    """Check a DeiT's arguments and record them on ``model`` (the ANE and the reference DeiT
+    share this): ``config``, patch ``grid``, ``image_size``, ``num_classes`` and ``num_tokens``
+    (class token + patches)."""
+    if not isinstance(config, DeiTConfig):
+        raise TypeError(f"config must be a DeiTConfig (e.g. DEIT_TINY), got {type(config).__name__}")
+    _check_num_classes(num_classes)
+    model.config = config
+    model.grid = deit_grid(config, image_size)
+    model.image_size = (model.grid[0] * config.patch_size, model.grid[1] * config.patch_size)
+    model.num_classes = num_classes
+    model.num_tokens = 1 + model.grid[0] * model.grid[1]
+
+
 class _MlpANE(nn.Module):
     """The transformer MLP as two 1x1 convolutions with a GELU between.
 
@@ -173,14 +187,7 @@ class DeiTANE(nn.Module):
         split_head: bool = True,
     ):
         super().__init__()
-        if not isinstance(config, DeiTConfig):
-            raise TypeError(f"config must be a DeiTConfig (e.g. DEIT_TINY), got {type(config).__name__}")
-        _check_num_classes(num_classes)
-        self.config = config
-        self.grid = deit_grid(config, image_size)
-        self.image_size = (self.grid[0] * config.patch_size, self.grid[1] * config.patch_size)
-        self.num_classes = num_classes
-        self.num_tokens = 1 + self.grid[0] * self.grid[1]
+        _set_geometry(self, config, image_size, num_classes)
         c, p = config.embed_dim, config.patch_size
 
         self.patch_embed = nn.Conv2d(3, c, kernel_size=p, stride=p)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..attention import PEType
-from ..deit import DEIT_TINY, DeiTConfig, _check_num_classes, deit_grid
+from ..deit import DEIT_TINY, DeiTConfig, _set_geometry
 from .attention import ReferenceWindowAttention
 
 __all__ = ["ReferenceDeiT", "ReferenceDeiTBlock"]
@@ -83,14 +83,7 @@ class ReferenceDeiT(nn.Module):
         num_classes: int | None = 1000,
     ):
         super().__init__()
-        if not isinstance(config, DeiTConfig):
-            raise TypeError(f"config must be a DeiTConfig (e.g. DEIT_TINY), got {type(config).__name__}")
-        _check_num_classes(num_classes)
-        self.config = config
-        self.grid = deit_grid(config, image_size)
-        self.image_size = (self.grid[0] * config.patch_size, self.grid[1] * config.patch_size)
-        self.num_classes = num_classes
-        self.num_tokens = 1 + self.grid[0] * self.grid[1]
+        _set_geometry(self, config, image_size, num_classes)
         c = config.embed_dim
         self.patch_embed = _PatchEmbed(c, config.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c))  # (1, 1, C)
