@@ -325,7 +325,7 @@ def test_plots_draw_the_report_numbers(conv_model, attention_model):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ane_vit.analysis_plots import (
+    from ane_vit.analysis.plots import (
         plot_activation_padding,
         plot_findings,
         plot_layout_bytes,

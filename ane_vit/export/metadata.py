@@ -53,7 +53,7 @@ def _dist_version(dist: str) -> str:
 
 
 def _ane_vit_version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 

@@ -8,7 +8,7 @@ import math
 import os
 from pathlib import Path
 
-from ._bench_results import _as_results, _value
+from .results import _as_results, _value
 
 # Metrics the chart draws, key -> (what it is, axis label with unit, divisor of the stored
 # value); public, with its documentation, as ``ane_vit.bench.PLOT_METRICS``.
@@ -47,7 +47,7 @@ def plot_metric(results: dict | str | os.PathLike, metric: str, ax=None):
     the title states the geometric-mean ratio. Returns the axes."""
     import matplotlib.pyplot as plt
 
-    from .plotting import COLORS, HATCHES
+    from ..plotting import COLORS, HATCHES
 
     if metric not in PLOT_METRICS:
         raise ValueError(f"metric must be one of {sorted(PLOT_METRICS)}, got {metric!r}")
@@ -95,7 +95,7 @@ def plot_bench(results: dict | str | os.PathLike, path: str | os.PathLike | None
     them; saved to ``path`` when given. Returns the figure."""
     import matplotlib.pyplot as plt
 
-    from .plotting import COLORS
+    from ..plotting import COLORS
 
     results = _as_results(results)
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))

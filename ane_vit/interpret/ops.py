@@ -3,7 +3,7 @@
 Holds the op-call convention shared by every op implementation (``_Args`` and the small
 value helpers) and the ops that compute: convolution, pooling, reductions, softmax, the
 normalisations, activations and the contractions (``matmul``, ``linear``, ``einsum``). The
-layout ops are in ``ane_vit._mil_layout_ops``; the op-type table in ``ane_vit._mil_op_table``.
+layout ops are in ``ane_vit.interpret.layout_ops``; the op-type table in ``ane_vit.interpret.op_table``.
 The precision rules (compute in float32, round at the op's output) are described in
 ``ane_vit.interpret``.
 """

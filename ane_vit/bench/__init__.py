@@ -20,11 +20,11 @@ Shapes: MOAT ``x: (1, 3, 256, 256) -> 4 NCHW stage maps``; DeiT ``x: (1, 3, 224,
 
 # The code lives in private modules, one concept each; this module is the public face
 # (the names below) and the command line:
-#   _bench_specs    BenchSpec and default_specs: what is compared
-#   _bench_run      run_benchmark: build, export, analyse, check and time each model
-#   _bench_measure  cpu_latency(_interleaved) and provenance: measuring on this machine
-#   _bench_results  KINDS, save_results, load_results, comparison_table: the results format
-#   _bench_plots    PLOT_METRICS, plot_metric, plot_bench: the chart
+#   specs    BenchSpec and default_specs: what is compared
+#   run      run_benchmark: build, export, analyse, check and time each model
+#   measure  cpu_latency(_interleaved) and provenance: measuring on this machine
+#   results  KINDS, save_results, load_results, comparison_table: the results format
+#   plots    PLOT_METRICS, plot_metric, plot_bench: the chart
 
 from __future__ import annotations
 
@@ -37,15 +37,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import _bench_plots, _bench_results
-from ._bench_measure import cpu_latency, cpu_latency_interleaved, provenance
-from ._bench_plots import plot_bench, plot_metric
-from ._bench_results import SCHEMA_VERSION as SCHEMA_VERSION
-from ._bench_results import comparison_table, load_results, save_results
-from ._bench_run import _outputs as _outputs  # used by the tests
-from ._bench_run import run_benchmark
-from ._bench_specs import BenchSpec, default_specs
-from ._bench_specs import Builder as Builder
+from . import plots as _plots
+from . import results as _results
+from .measure import cpu_latency, cpu_latency_interleaved, provenance
+from .plots import plot_bench, plot_metric
+from .results import SCHEMA_VERSION as SCHEMA_VERSION
+from .results import comparison_table, load_results, save_results
+from .run import _outputs as _outputs  # used by the tests
+from .run import run_benchmark
+from .specs import BenchSpec, default_specs
+from .specs import Builder as Builder
 
 __all__ = [
     "KINDS",
@@ -66,10 +67,10 @@ __all__ = [
 
 # Bound here, not only imported: the API page reads these ``#:`` comments from this file.
 #: What each ``kind`` label on a number means. No kind here is a Neural Engine latency.
-KINDS: dict[str, str] = _bench_results.KINDS
+KINDS: dict[str, str] = _results.KINDS
 
 #: Metrics the chart draws, key -> (what it is, axis label with unit, divisor of the stored value).
-PLOT_METRICS: dict[str, tuple[str, str, float]] = _bench_plots.PLOT_METRICS
+PLOT_METRICS: dict[str, tuple[str, str, float]] = _plots.PLOT_METRICS
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -100,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
     args = parser.parse_args(argv)
-    from .attention import PEType
+    from ..attention import PEType
 
     if args.pe_type not in PEType.__members__:
         parser.error(f"--pe-type must be one of {list(PEType.__members__)}, got {args.pe_type!r}")
@@ -145,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    from .plotting import apply_style
+    from ..plotting import apply_style
 
     apply_style()
     fig = plot_bench(json_path, out_dir / f"{stem}.png")
@@ -156,6 +157,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {json_path} and {out_dir / f'{stem}.png'} in {results['provenance']['wall_time_s']:.0f} s", file=sys.stderr)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

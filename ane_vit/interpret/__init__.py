@@ -34,9 +34,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from ._mil_op_table import _OPS
-from ._mil_ops import _Args, _out_shape
-from .testing import ParityReport, assert_parity
+from .op_table import _OPS
+from .ops import _Args, _out_shape
+from ..testing import ParityReport, assert_parity
 
 __all__ = [
     "SUPPORTED_OPS",
@@ -231,7 +231,7 @@ def program_parity(
     """
     examples = (example,) if isinstance(example, torch.Tensor) else tuple(example)
     if model is None:
-        from .export import to_mlprogram
+        from ..export import to_mlprogram
 
         model = to_mlprogram(module, examples)
     prog = load_program(model)

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._bench_measure import cpu_latency_interleaved, provenance
-from ._bench_results import _metric, _value
-from ._bench_specs import _IMPLEMENTATIONS, BenchSpec
+from .measure import cpu_latency_interleaved, provenance
+from .results import _metric, _value
+from .specs import _IMPLEMENTATIONS, BenchSpec
 
 
 def _outputs(out) -> list[torch.Tensor]:
@@ -30,7 +30,7 @@ def _outputs(out) -> list[torch.Tensor]:
 
 
 def _program_metrics(path: Path) -> dict:
-    from .analysis import analyze
+    from ..analysis import analyze
 
     summary = analyze(path).summary()
     pick = {  # our metric -> (key of ProgramReport.summary(), unit)
@@ -53,7 +53,7 @@ def _program_metrics(path: Path) -> dict:
 
 
 def _parity_metrics(module, example, path: Path) -> dict:
-    from .interpret import program_parity
+    from ..interpret import program_parity
 
     report = program_parity(module, example, model=path)  # the worst output
     return {
@@ -64,7 +64,7 @@ def _parity_metrics(module, example, path: Path) -> dict:
 
 def _bench_one(spec: BenchSpec, workdir: Path, parity: bool) -> tuple[dict, list[torch.Tensor], nn.Module, torch.Tensor]:
     """Build, export, analyse and check one model; latency is timed later, per pair."""
-    from .export import export_model, package_nbytes
+    from ..export import export_model, package_nbytes
 
     module, example, config = spec.build()
     row: dict[str, Any] = {
@@ -115,7 +115,7 @@ def _record_latency(group: list[tuple[dict, nn.Module, torch.Tensor]], runs: int
 
 
 def _comparisons(rows: list[dict], outputs: dict[str, list[torch.Tensor]]) -> list[dict]:
-    from .testing import psnr
+    from ..testing import psnr
 
     by_pair: dict[str, dict[str, dict]] = {}
     for row in rows:

@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from .attention import PEType
+from ..attention import PEType
 
 _ATTENTION_MODES = ("global", "local")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._bench_results import KINDS, SCHEMA_VERSION
+from .results import KINDS, SCHEMA_VERSION
 
 
 def _summary(times: list[float], runs: int, warmup: int) -> dict:
@@ -83,7 +83,7 @@ def _cpu_model() -> str:
 def provenance(command: str | None = None, **settings) -> dict:
     """Where and how the numbers were made: machine (no host name), versions, UTC date,
     command line and settings."""
-    from . import __version__
+    from .. import __version__
 
     return {
         "tool": "ane_vit.bench",

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ._mil_layout_ops import (
+from .layout_ops import (
     _concat,
     _expand_dims,
     _gather,
@@ -22,7 +22,7 @@ from ._mil_layout_ops import (
     _squeeze,
     _upsample_nearest,
 )
-from ._mil_ops import (
+from .ops import (
     _Args,
     _batch_norm,
     _conv,

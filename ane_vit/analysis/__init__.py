@@ -26,7 +26,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Union
 
-from .layout import ANE_ALIGN_BYTES, ANE_MAX_RANK, padded_nbytes
+from ..layout import ANE_ALIGN_BYTES, ANE_MAX_RANK, padded_nbytes
 
 __all__ = [
     "LAYOUT_OPS",
@@ -528,6 +528,3 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.write((report.to_json() if args.json else report.table(top=args.top)) + "\n")
     return 0
 
-
-if __name__ == "__main__":
-    main()

@@ -2,14 +2,14 @@
 
 Concatenation, splitting, reshapes, squeezes, slices, padding, gathers and nearest
 upsampling: ops that move or select values without arithmetic. They follow the op-call
-convention of ``ane_vit._mil_ops`` (``_Args`` in, array or list of arrays out).
+convention of ``ane_vit.interpret.ops`` (``_Args`` in, array or list of arrays out).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._mil_ops import _Args, _axes, _ints, _out_shape
+from .ops import _Args, _axes, _ints, _out_shape
 
 
 def _concat(a: _Args) -> np.ndarray:

@@ -25,7 +25,6 @@ our models use. Image inputs (``image_input=True``) remain 8-bit RGB images.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,25 +33,25 @@ import torch
 from torch import nn
 
 # export_model and export_moat live here; the rest is re-exported from private modules:
-# conversion (_export_convert), package metadata (_export_metadata), file names and target
-# checks (_export_paths) and the command line (_export_cli).
-from ._export_cli import main
-from ._export_convert import (
+# conversion (convert), package metadata (metadata), file names and target
+# checks (paths) and the command line (cli).
+from .cli import main
+from .convert import (
     DEFAULT_DEPLOYMENT_TARGET,
     IMAGENET_MEAN,
     IMAGENET_STD,
     _flatten_outputs,
     to_mlprogram,
 )
-from ._export_metadata import _set_metadata, config_to_dict, package_nbytes, read_metadata
-from ._export_paths import (
+from .metadata import _set_metadata, config_to_dict, package_nbytes, read_metadata
+from .paths import (
     _ATTENTION_MODES,
     _check_shape,
     _check_target,
     _resolve_path,
     default_filename,
 )
-from .attention import PEType
+from ..attention import PEType
 
 __all__ = [
     "DEFAULT_DEPLOYMENT_TARGET",
@@ -188,7 +187,7 @@ def export_moat(
 
     Shapes: ``shape = (B, 3, H, W)`` with H and W multiples of 32.
     """
-    from .moat import build_model
+    from ..moat import build_model
 
     shape = _check_shape(shape)
     if attention_mode not in _ATTENTION_MODES:
@@ -231,6 +230,3 @@ def export_moat(
         **export_kwargs,
     )
 
-
-if __name__ == "__main__":
-    sys.exit(main())

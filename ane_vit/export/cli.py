@@ -12,9 +12,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._export_metadata import package_nbytes
-from ._export_paths import _ATTENTION_MODES, _check_target, default_filename
-from .attention import PEType
+from .metadata import package_nbytes
+from .paths import _ATTENTION_MODES, _check_target, default_filename
+from ..attention import PEType
 
 _DEFAULT_SHAPES = ((512, 512), (256, 256))  # the seed's export.py, in its order
 
@@ -104,8 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TQDM_DISABLE", "1")
     # export_moat is looked up in ane_vit.export (its public home) when main runs, not
     # bound at import: that module imports this one, and patching it there reaches main.
-    from .export import export_moat
-    from .moat import ARCHITECTURES
+    from . import export_moat
+    from ..moat import ARCHITECTURES
 
     parser = _build_parser(sorted(ARCHITECTURES))
     args = parser.parse_args(argv)

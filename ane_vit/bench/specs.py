@@ -71,10 +71,10 @@ class BenchSpec:
 
 
 def _build_moat(spec: BenchSpec):
-    from .attention import PEType
-    from .moat import build_model
-    from .port.moat import port_moat_weights
-    from .reference.moat import build_reference_model
+    from ..attention import PEType
+    from ..moat import build_model
+    from ..port.moat import port_moat_weights
+    from ..reference.moat import build_reference_model
 
     shape = (1, 3, spec.image_size, spec.image_size)
     kwargs = dict(shape=shape, base_arch=spec.arch, attention_mode=spec.attention_mode, pe_type=PEType[spec.pe_type])
@@ -86,9 +86,9 @@ def _build_moat(spec: BenchSpec):
 
 
 def _build_deit(spec: BenchSpec):
-    from .deit import DEIT_CONFIGS, build_deit
-    from .port.deit import port_deit_weights
-    from .reference.deit import ReferenceDeiT
+    from ..deit import DEIT_CONFIGS, build_deit
+    from ..port.deit import port_deit_weights
+    from ..reference.deit import ReferenceDeiT
 
     config = DEIT_CONFIGS[spec.arch]
     reference = ReferenceDeiT(config, image_size=spec.image_size, num_classes=1000)
