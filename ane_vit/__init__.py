@@ -3,6 +3,19 @@
 The book (``notebooks/``) explains each piece; this package is the code the book builds
 and that you can import in your own work. Heavy dependencies (coremltools) are imported
 only by the functions that need them.
+
+The folders are the architecture:
+
+* layers and models, laid out for the ANE: ``layout``, ``partition``, ``attention``,
+  ``norm``, ``layers``, ``moat``, ``deit``;
+* ``reference/``: plain implementations of the same models (the ground truth of the tests),
+  and ``port/``: weight ports from the references (and the seed) to the ANE models;
+* the Core ML family, each a subpackage with its command line in ``__main__.py``:
+  ``export/`` (convert and save), ``analysis/`` (what a program contains),
+  ``interpret/`` (run a program with numpy), and ``device`` (Mac only: latency, compute plan);
+* ``bench/``: ANE vs reference, side by side (``python -m ane_vit.bench``);
+* helpers for the book and tests: ``intermediates``, ``pe_study``, ``notebook``,
+  ``plotting``, ``testing``.
 """
 
 from .attention import PEType, WindowAttention, relative_position_index

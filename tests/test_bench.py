@@ -261,7 +261,7 @@ def test_cli_list_and_errors(capsys, tmp_path):
 
 
 def test_cli_writes_json_and_chart(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(bench, "default_specs", lambda pe_type="SINGLE_HEAD_RPE": _tiny_specs())
+    monkeypatch.setattr(bench.cli, "default_specs", lambda pe_type="SINGLE_HEAD_RPE": _tiny_specs())
     argv = ["--quick", "--models", "tiny_16_*", "--no-parity", "--output-dir", str(tmp_path), "--name", "b"]
     assert bench.main(argv) == 0
     data = bench.load_results(tmp_path / "b.json")

@@ -155,7 +155,7 @@ def test_image_input_normalises_inside_the_program():
 
 def test_existing_file_is_not_overwritten(exported, monkeypatch):
     before = read_metadata(exported)["version"]
-    monkeypatch.setattr(ex, "to_mlprogram", _no_conversion)
+    monkeypatch.setattr(ex.save, "to_mlprogram", _no_conversion)
     with pytest.raises(FileExistsError) as err:
         export_model(TwoOutputs(), torch.rand(1, 3, 16, 16), exported)
     assert str(exported) in str(err.value) and "pass overwrite=True / --overwrite" in str(err.value)
@@ -170,7 +170,7 @@ def test_overwrite_replaces(tmp_path):
 
 
 def test_unwritable_folder_fails_before_conversion(tmp_path, monkeypatch):
-    monkeypatch.setattr(ex, "to_mlprogram", _no_conversion)
+    monkeypatch.setattr(ex.save, "to_mlprogram", _no_conversion)
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     with pytest.raises(OSError, match="cannot write to the output folder") as err:
@@ -180,7 +180,7 @@ def test_unwritable_folder_fails_before_conversion(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root can write to read-only folders")
 def test_read_only_folder_fails_before_conversion(tmp_path, monkeypatch):
-    monkeypatch.setattr(ex, "to_mlprogram", _no_conversion)
+    monkeypatch.setattr(ex.save, "to_mlprogram", _no_conversion)
     folder = tmp_path / "ro"
     folder.mkdir()
     folder.chmod(0o500)
@@ -234,7 +234,7 @@ def test_export_moat_wiring(tmp_path, monkeypatch):
         calls.append((model, example, path, kwargs))
         return path
 
-    monkeypatch.setattr(ex, "export_model", fake_export_model)
+    monkeypatch.setattr(ex.save, "export_model", fake_export_model)
     path = export_moat("tiny-moat-0", (1, 3, 256, 256), "local", output_dir=tmp_path, num_classes=10)
     model, example, saved, kwargs = calls[0]
     assert path == saved == tmp_path / "tiny-moat-0_localAttn_batch1_256x256_PEType.SINGLE_HEAD_RPE_split-head_True.mlpackage"
@@ -292,7 +292,7 @@ def test_cli_reports_build_errors(tmp_path, capsys):
 
 
 def test_cli_unwritable_folder_and_existing_file(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(ex, "export_moat", _no_conversion)
+    monkeypatch.setattr(ex.save, "export_moat", _no_conversion)
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     with pytest.raises(SystemExit) as err:

@@ -242,3 +242,33 @@ def test_randomize_changes_every_parameter_and_statistic():
     after = model.state_dict()
     unchanged = [k for k, v in before.items() if torch.equal(v, after[k])]
     assert unchanged == []
+
+
+def test_builders_share_moat_configs_parameters():
+    """build_model and build_reference_model pass their arguments to moat_config by keyword;
+    their signatures must stay the same (names and defaults) for that to mean anything."""
+    import inspect
+
+    from ane_vit.moat import build_model, moat_config
+    from ane_vit.reference.moat import build_reference_model
+
+    def params(fn):
+        return [(p.name, p.default) for p in inspect.signature(fn).parameters.values()]
+
+    assert params(build_model) == params(moat_config)
+    assert params(build_reference_model) == [p for p in params(moat_config) if p[0] != "split_head"]
+
+
+def test_builders_pass_every_argument_through():
+    from ane_vit.reference.moat import build_reference_model
+
+    kwargs = dict(shape=(1, 3, 128, 96), base_arch="tiny-moat-1", attention_mode="local", output_stride=16,
+                  channel_buffer_align=False, num_blocks=(1, 1, 1, 1), mbconv_block_expand_ratio=2,
+                  moat_block_expand_ratio=3, local_window_size=(8, 6), pe_type="RPE", num_classes=7)
+    for config, _ in (build_model(**kwargs, split_head=False), build_reference_model(**kwargs)):
+        for key in ("base_arch", "attention_mode", "output_stride", "channel_buffer_align", "num_classes"):
+            assert getattr(config, key) == kwargs[key], key
+        assert tuple(config.num_blocks) == (1, 1, 1, 1)
+        assert config.image_size == (128, 96) and config.window_size[2:] == ((8, 6), (8, 6))
+        assert (config.mbconv_block_expand_ratio, config.moat_block_expand_ratio) == (2, 3)
+        assert config.pe_type == PEType.RPE and config.split_head is False

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from . import ProgramReport
 from ..plotting import COLORS, OKABE_ITO, bar_labels, provenance_note
+from .program import ProgramReport
 
 __all__ = [
     "plot_op_histogram",

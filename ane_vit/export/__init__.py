@@ -24,34 +24,17 @@ our models use. Image inputs (``image_input=True``) remain 8-bit RGB images.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
-
-# export_model and export_moat live here; the rest is re-exported from private modules:
-# conversion (convert), package metadata (metadata), file names and target
-# checks (paths) and the command line (cli).
+# The public face of the export family; the code lives in one module per concept:
+#   convert   to_mlprogram: trace and convert in memory (float16, fixed shapes)
+#   save      export_model, export_moat: convert and save a .mlpackage
+#   metadata  what a package records about itself, and its size on disk
+#   paths     file names (the seed's scheme), target and shape checks
+#   cli       the command line (python -m ane_vit.export, run by __main__.py)
 from .cli import main
-from .convert import (
-    DEFAULT_DEPLOYMENT_TARGET,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    _flatten_outputs,
-    to_mlprogram,
-)
-from .metadata import _set_metadata, config_to_dict, package_nbytes, read_metadata
-from .paths import (
-    _ATTENTION_MODES,
-    _check_shape,
-    _check_target,
-    _resolve_path,
-    default_filename,
-)
-from ..attention import PEType
+from .convert import DEFAULT_DEPLOYMENT_TARGET, IMAGENET_MEAN, IMAGENET_STD, to_mlprogram
+from .metadata import config_to_dict, package_nbytes, read_metadata
+from .paths import default_filename
+from .save import export_moat, export_model
 
 __all__ = [
     "DEFAULT_DEPLOYMENT_TARGET",
@@ -66,167 +49,3 @@ __all__ = [
     "package_nbytes",
     "main",
 ]
-
-
-# --------------------------------------------------------------------------- export
-
-
-def export_model(
-    model: nn.Module,
-    example_input: torch.Tensor,
-    path: str | os.PathLike | None = None,
-    *,
-    config: Any = None,
-    input_name: str = "x",
-    output_names: Sequence[str] | None = None,
-    image_input: bool = False,
-    image_mean: Sequence[float] = IMAGENET_MEAN,
-    image_std: Sequence[float] = IMAGENET_STD,
-    minimum_deployment_target: str = DEFAULT_DEPLOYMENT_TARGET,
-    compute_precision: str = "float16",
-    overwrite: bool = False,
-    metadata: Mapping[str, Any] | None = None,
-) -> Path:
-    """Convert ``model`` to a float16 ML Program with a fixed input shape and save it.
-
-    Args:
-        model: any traceable module returning a tensor or a list/tuple of tensors.
-        example_input: the input whose shape the program fixes.
-        path: a ``.mlpackage`` path, or a folder (the file name is then
-            ``default_filename(config, shape)`` for a MOAT config, else
-            ``{ModelClass}_batch{B}_{H}x{W}.mlpackage``); default folder ``exported_model``.
-        config: the architecture config (a dataclass); stored as JSON in the metadata
-            (enums by name) and used for the default file name.
-        input_name: name of the program input.
-        output_names: one name per output (default ``output`` for one output, else
-            ``output_0, output_1, ...``; ``export_moat`` uses ``stage_0..3`` or ``logits``).
-        image_input: take an RGB image and normalise it inside the program with
-            ``image_mean``/``image_std`` (ImageNet's by default), pixels in 0..255.
-        minimum_deployment_target: ``"iOS16"`` (= ``"macOS13"``) by default: see the module
-            docstring for why.
-        compute_precision: ``"float16"`` (ANE) or ``"float32"``.
-        overwrite: replace an existing package; without it an existing path raises
-            ``FileExistsError`` (checked before converting, as is a folder we cannot write).
-        metadata: extra entries; ``author``, ``short_description``, ``version``, ``license``
-            set the standard fields, other keys are added to the user-defined metadata.
-
-    Shapes: ``example_input: (B, C, H, W)`` (or any fixed shape for a tensor input).
-
-    Returns:
-        the path of the saved ``.mlpackage``.
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(example_input, torch.Tensor):
-        raise TypeError(f"example_input must be a torch.Tensor, got {type(example_input).__name__}")
-    shape = tuple(example_input.shape)
-    target = _resolve_path(path, model, config, shape)
-    _check_target(target, overwrite)
-
-    with torch.no_grad():
-        outs = _flatten_outputs(model.eval()(example_input))
-    if output_names is None:
-        output_names = ["output"] if len(outs) == 1 else [f"output_{i}" for i in range(len(outs))]
-    mlmodel = to_mlprogram(
-        model,
-        example_input,
-        [input_name],
-        compute_precision,
-        minimum_deployment_target,
-        output_names=output_names,
-        image_input=image_input,
-        image_mean=image_mean,
-        image_std=image_std,
-    )
-    _set_metadata(
-        mlmodel,
-        model=model,
-        config=config,
-        input_name=input_name,
-        shape=shape,
-        output_shapes={n: tuple(t.shape) for n, t in zip(output_names, outs)},
-        image_input=image_input,
-        image_mean=image_mean,
-        image_std=image_std,
-        compute_precision=compute_precision,
-        minimum_deployment_target=minimum_deployment_target,
-        metadata=metadata,
-    )
-    if target.exists() and not overwrite:  # appeared during the conversion
-        raise FileExistsError(f"{target} already exists; pass overwrite=True / --overwrite to replace it")
-    if target.is_file():  # overwrite=True; coremltools replaces a package folder itself
-        target.unlink()
-    mlmodel.save(str(target))
-    return target
-
-
-def export_moat(
-    base_arch: str = "tiny-moat-0",
-    shape: Sequence[int] = (1, 3, 256, 256),
-    attention_mode: str = "global",
-    pe_type: PEType | str = PEType.SINGLE_HEAD_RPE,
-    split_head: bool = True,
-    output_dir: str | os.PathLike = "exported_model",
-    *,
-    local_window_size: Sequence[int] | None = None,
-    channel_buffer_align: bool = True,
-    num_classes: int | None = None,
-    overwrite: bool = False,
-    image_input: bool = False,
-    **export_kwargs: Any,
-) -> Path:
-    """Build a MOAT model (``ane_vit.moat.build_model``) and export it as the seed named it.
-
-    The file is ``output_dir / default_filename(config, shape)``. Outputs are named
-    ``stage_0..stage_3`` (the four NCHW stage maps) or ``logits`` with ``num_classes``.
-    ``local_window_size=None`` uses ``build_model``'s default, which for 256 and 512 inputs
-    is the 8x8 window the seed's ``export.py`` passed explicitly. ``channel_buffer_align``
-    (widths rounded up to multiples of 32) is on by default; the seed's ``export.py``
-    turned it off, which changes nothing for tiny-moat-0 (all widths are multiples of 32).
-    Other keyword arguments go to ``export_model``.
-
-    Shapes: ``shape = (B, 3, H, W)`` with H and W multiples of 32.
-    """
-    from ..moat import build_model
-
-    shape = _check_shape(shape)
-    if attention_mode not in _ATTENTION_MODES:
-        raise ValueError(f"attention_mode must be one of {list(_ATTENTION_MODES)}, got {attention_mode!r}")
-    build_kwargs: dict[str, Any] = dict(
-        shape=shape,
-        base_arch=base_arch,
-        attention_mode=attention_mode,
-        split_head=split_head,
-        channel_buffer_align=channel_buffer_align,
-        pe_type=pe_type,
-        num_classes=num_classes,
-    )
-    if local_window_size is not None:
-        build_kwargs["local_window_size"] = tuple(local_window_size)
-    config, model = build_model(**build_kwargs)
-    example = torch.rand(shape, generator=torch.Generator().manual_seed(0))
-    if image_input:
-        example = example * 255.0  # pixels
-    n_out = 1 if num_classes else 4
-    names = ["logits"] if num_classes else [f"stage_{i}" for i in range(n_out)]
-    pe_name = pe_type.name if isinstance(pe_type, PEType) else str(pe_type)
-    meta = {
-        "short_description": (
-            f"{base_arch} ({attention_mode} attention, {pe_name}, split_head={split_head}) laid out for "
-            f"the Apple Neural Engine, input {tuple(shape)}; exported by ane_vit."
-        ),
-        "ane_vit.base_arch": base_arch,
-    }
-    meta.update(export_kwargs.pop("metadata", None) or {})
-    return export_model(
-        model,
-        example,
-        Path(output_dir) / default_filename(config, shape),
-        config=config,
-        output_names=names,
-        image_input=image_input,
-        overwrite=overwrite,
-        metadata=meta,
-        **export_kwargs,
-    )
-

@@ -1,6 +1,6 @@
 """The export command line, ``python -m ane_vit.export``: its parser, its plan and ``main``.
 
-``main`` is re-exported by ``ane_vit.export``, whose ``if __name__ == "__main__"`` hook
+``main`` is re-exported by ``ane_vit.export``; ``ane_vit/export/__main__.py``
 runs it. Each MOAT is exported with ``ane_vit.export.export_moat``.
 """
 
@@ -12,9 +12,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .metadata import package_nbytes
-from .paths import _ATTENTION_MODES, _check_target, default_filename
 from ..attention import PEType
+from ..moat import ATTENTION_MODES
+from . import save  # save.export_moat is looked up when main runs, so a test can patch it
+from .metadata import package_nbytes
+from .paths import _check_target, default_filename
 
 _DEFAULT_SHAPES = ((512, 512), (256, 256))  # the seed's export.py, in its order
 
@@ -43,7 +45,7 @@ def _build_parser(archs: Sequence[str]) -> argparse.ArgumentParser:
     shape.add_argument("--shape", nargs=4, type=int, action="append", metavar=("B", "C", "H", "W"),
                        help="full input shape instead of --size/--batch; repeatable")
     parser.add_argument("--batch", type=int, default=None, metavar="B", help="batch size with --size (default: 1)")
-    parser.add_argument("--attention-mode", action="append", choices=[*_ATTENTION_MODES, "both"],
+    parser.add_argument("--attention-mode", action="append", choices=[*ATTENTION_MODES, "both"],
                         help="global, local or both; repeatable (default: both)")
     parser.add_argument("--pe-type", type=_pe_type_arg, default=PEType.SINGLE_HEAD_RPE, metavar="PE",
                         help=f"position embedding: {', '.join(m.name for m in PEType)} (default: SINGLE_HEAD_RPE)")
@@ -71,7 +73,7 @@ def _plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[dic
             parser.error(f"shape sizes must be positive, got {s}")
     modes: list[str] = []
     for mode in args.attention_mode or ["both"]:
-        for m in _ATTENTION_MODES if mode == "both" else (mode,):
+        for m in ATTENTION_MODES if mode == "both" else (mode,):
             if m not in modes:
                 modes.append(m)
     split_head = not args.no_split_head
@@ -102,9 +104,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``--overwrite``) exit with status 2 before anything is converted.
     """
     os.environ.setdefault("TQDM_DISABLE", "1")
-    # export_moat is looked up in ane_vit.export (its public home) when main runs, not
-    # bound at import: that module imports this one, and patching it there reaches main.
-    from . import export_moat
     from ..moat import ARCHITECTURES
 
     parser = _build_parser(sorted(ARCHITECTURES))
@@ -125,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         job.pop("path")
         start, cpu_start = time.perf_counter(), time.process_time()
         try:
-            saved = export_moat(**job, output_dir=args.output_dir, overwrite=args.overwrite)
+            saved = save.export_moat(**job, output_dir=args.output_dir, overwrite=args.overwrite)
         except ValueError as err:  # e.g. a size or window build_model does not accept
             parser.error(str(err))
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start  # CPU: robust on a busy machine

@@ -16,8 +16,6 @@ from torch import nn
 
 from ..attention import PEType
 
-_ATTENTION_MODES = ("global", "local")
-
 
 def _pe_label(pe_type: PEType | str) -> str:
     """The seed's rendering: ``f"{pe_type}"`` of its ``PEType`` enum, e.g. ``PEType.SINGLE_HEAD_RPE``."""

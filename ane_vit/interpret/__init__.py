@@ -34,9 +34,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from ..testing import ParityReport, assert_parity
 from .op_table import _OPS
 from .ops import _Args, _out_shape
-from ..testing import ParityReport, assert_parity
 
 __all__ = [
     "SUPPORTED_OPS",

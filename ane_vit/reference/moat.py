@@ -134,7 +134,17 @@ def build_reference_model(
     Shapes: ``x: (B, 3, H, W) -> 4 x (B, C_i, H_i, W_i)`` or ``(B, num_classes)``
     """
     config = moat_config(
-        shape, base_arch, attention_mode, output_stride, False, channel_buffer_align, num_blocks,
-        mbconv_block_expand_ratio, moat_block_expand_ratio, local_window_size, pe_type, num_classes,
+        shape=shape,
+        base_arch=base_arch,
+        attention_mode=attention_mode,
+        output_stride=output_stride,
+        split_head=False,
+        channel_buffer_align=channel_buffer_align,
+        num_blocks=num_blocks,
+        mbconv_block_expand_ratio=mbconv_block_expand_ratio,
+        moat_block_expand_ratio=moat_block_expand_ratio,
+        local_window_size=local_window_size,
+        pe_type=pe_type,
+        num_classes=num_classes,
     )
     return config, ReferenceMOAT(config)

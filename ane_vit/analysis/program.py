@@ -1,0 +1,492 @@
+"""Reading a converted program: ``analyze`` and ``op_histogram``, the report's data classes,
+the rules of ``ane_vit/data/ane_ops.json``. Re-exported by ``ane_vit.analysis``."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from importlib import resources
+from typing import TYPE_CHECKING, Any, Union
+
+from ..layout import ANE_ALIGN_BYTES, ANE_MAX_RANK, padded_nbytes
+
+__all__ = [
+    "LAYOUT_OPS",
+    "FLOP_OPS",
+    "MAX_AXIS",
+    "LARGE_TENSOR_BYTES",
+    "MAX_PADDING_FRACTION",
+    "ModelLike",
+    "TensorInfo",
+    "OpInfo",
+    "Finding",
+    "ProgramReport",
+    "ane_rules",
+    "analyze",
+    "op_histogram",
+]
+
+if TYPE_CHECKING:  # annotations only: coremltools is imported inside the functions
+    import coremltools
+    from coremltools.converters.mil.mil.program import Program
+
+#: What ``analyze`` reads: a converted model, a saved ``.mlpackage``, or a MIL program.
+ModelLike = Union["coremltools.models.MLModel", str, os.PathLike, "Program"]
+
+#: Ops that only move or regroup data (no arithmetic). Their output bytes are what they move.
+LAYOUT_OPS = frozenset(
+    {
+        "reshape", "reshape_like", "transpose", "split", "concat", "stack", "expand_dims",
+        "squeeze", "slice_by_index", "slice_by_size", "gather", "gather_nd",
+        "gather_along_axis", "tile", "pad", "reverse", "flatten2d", "space_to_depth",
+        "depth_to_space", "pixel_shuffle", "pixel_unshuffle", "sliding_windows",
+    }
+)
+#: Ops whose FLOPs are counted (as 2 x multiply-accumulates); all others count 0.
+FLOP_OPS = frozenset({"conv", "conv_transpose", "linear", "matmul", "einsum"})
+#: Largest axis length the ANE compiler accepts for the width/height/depth of a tensor.
+MAX_AXIS = 16384
+#: A tensor counts as large from this many padded bytes (our threshold, see ane_ops.json).
+LARGE_TENSOR_BYTES = 1 << 20
+#: A large tensor is misaligned when padding is more than this share of its padded buffer.
+MAX_PADDING_FRACTION = 0.25
+
+_GATHER_OPS = frozenset({"gather", "gather_nd", "gather_along_axis"})
+_DTYPE_BYTES = {"fp16": 2, "fp32": 4, "fp64": 8, "bool": 1}
+
+
+def _dtype_bytes(name: str) -> float:
+    """Bytes per element of a MIL dtype name (``fp16``, ``int8``, ``uint4``, ...)."""
+    if name in _DTYPE_BYTES:
+        return _DTYPE_BYTES[name]
+    digits = "".join(ch for ch in name if ch.isdigit())
+    return int(digits) / 8 if digits else 0
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor of the program: a function input or an op output.
+
+    Shapes: ``shape`` is the static shape (a symbolic axis is kept as its name, a string).
+    ``dense_bytes`` stores it packed; ``padded_bytes`` pads the last axis to 64 bytes (the
+    ANE buffer layout, ``ane_vit.layout.padded_nbytes``). Both are ``None`` for a symbolic
+    shape or a non-tensor value.
+    """
+
+    name: str
+    shape: tuple
+    dtype: str
+    rank: int
+    dense_bytes: int | None
+    padded_bytes: int | None
+
+    @property
+    def waste_bytes(self) -> int:
+        """Bytes spent on last-axis padding (0 when unknown)."""
+        if self.dense_bytes is None or self.padded_bytes is None:
+            return 0
+        return self.padded_bytes - self.dense_bytes
+
+    @property
+    def is_static(self) -> bool:
+        return all(isinstance(s, int) for s in self.shape)
+
+
+@dataclass(frozen=True)
+class OpInfo:
+    """One non-const op: its type, its outputs, FLOPs (2 x MACs) and whether it is a layout op."""
+
+    name: str
+    op_type: str
+    outputs: tuple[TensorInfo, ...]
+    flops: int = 0
+    is_layout: bool = False
+
+    @property
+    def dense_bytes(self) -> int:
+        return sum(t.dense_bytes or 0 for t in self.outputs)
+
+    @property
+    def padded_bytes(self) -> int:
+        return sum(t.padded_bytes or 0 for t in self.outputs)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One ANE-readiness finding: which rule, how severe, where, why, and who says so."""
+
+    rule: str
+    severity: str
+    op: str
+    message: str
+    reason: str
+    citation: str
+
+
+@dataclass
+class ProgramReport:
+    """Everything ``analyze`` found in one program. Counts and bytes are facts, not latency."""
+
+    source: str
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    ops: list[OpInfo]
+    weight_bytes: int
+    n_weights: int
+    findings: list[Finding] = field(default_factory=list)
+
+    def histogram(self) -> Counter:
+        """Op counts by type (const ops left out)."""
+        return Counter(op.op_type for op in self.ops)
+
+    @property
+    def layout_ops(self) -> list[OpInfo]:
+        return [op for op in self.ops if op.is_layout]
+
+    def summary(self) -> dict[str, Any]:
+        """Totals over the program (JSON-safe)."""
+        dense = sum(op.dense_bytes for op in self.ops)
+        padded = sum(op.padded_bytes for op in self.ops)
+        layout = self.layout_ops
+        return {
+            "ops": len(self.ops),
+            "op_types": len(self.histogram()),
+            "flops": sum(op.flops for op in self.ops),
+            "weight_bytes": self.weight_bytes,
+            "weights": self.n_weights,
+            "activation_bytes_dense": dense,
+            "activation_bytes_padded": padded,
+            "padding_waste_bytes": padded - dense,
+            "padding_waste_fraction": (padded - dense) / padded if padded else 0.0,
+            "layout_ops": len(layout),
+            "layout_bytes_dense": sum(op.dense_bytes for op in layout),
+            "layout_bytes_padded": sum(op.padded_bytes for op in layout),
+            "max_rank": max((t.rank for op in self.ops for t in op.outputs), default=0),
+            "findings": len(self.findings),
+            "findings_by_severity": dict(Counter(f.severity for f in self.findings)),
+            "findings_by_rule": dict(Counter(f.rule for f in self.findings)),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole report as plain JSON-safe Python (lists, dicts, str, int, float)."""
+
+        def tensor(t: TensorInfo) -> dict:
+            d = asdict(t)
+            d["shape"] = [s if isinstance(s, int) else str(s) for s in t.shape]
+            return d
+
+        return {
+            "source": self.source,
+            "summary": self.summary(),
+            "histogram": dict(self.histogram().most_common()),
+            "inputs": [tensor(t) for t in self.inputs],
+            "outputs": [tensor(t) for t in self.outputs],
+            "ops": [
+                {"name": op.name, "op_type": op.op_type, "flops": op.flops, "is_layout": op.is_layout,
+                 "outputs": [tensor(t) for t in op.outputs]}
+                for op in self.ops
+            ],
+            "findings": [asdict(f) for f in self.findings],
+        }
+
+    def to_json(self, path: str | os.PathLike | None = None, indent: int = 1) -> str:
+        """The report as JSON text; also written to ``path`` if given."""
+        text = json.dumps(self.to_dict(), indent=indent)
+        if path is not None:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text + "\n")
+        return text
+
+    def table(self, top: int = 10) -> str:
+        """Printable text: totals, op histogram, the ``top`` largest activations, findings."""
+        s = self.summary()
+        mib = 1 << 20
+        lines = [
+            f"ML Program: {self.source}",
+            "inputs:  " + ", ".join(f"{t.name} {_fmt_shape(t.shape)} {t.dtype}" for t in self.inputs),
+            "outputs: " + ", ".join(f"{t.name} {_fmt_shape(t.shape)} {t.dtype}" for t in self.outputs),
+            f"ops: {s['ops']} ({s['op_types']} types), FLOPs (2 x MACs of conv/linear/matmul/einsum): {s['flops']:,}",
+            f"weights: {s['weights']} const tensors, {s['weight_bytes'] / mib:.3f} MiB",
+            f"activations: {s['activation_bytes_dense'] / mib:.3f} MiB dense, "
+            f"{s['activation_bytes_padded'] / mib:.3f} MiB with the last axis padded to {ANE_ALIGN_BYTES} B "
+            f"({100 * s['padding_waste_fraction']:.1f}% padding)",
+            f"layout ops: {s['layout_ops']} moving {s['layout_bytes_dense'] / mib:.3f} MiB dense, "
+            f"{s['layout_bytes_padded'] / mib:.3f} MiB padded",
+            "",
+            f"{'op type':<24}{'count':>7}",
+        ]
+        lines += [f"{k:<24}{v:>7}" for k, v in self.histogram().most_common()]
+        lines += ["", f"largest {top} op outputs (by padded bytes):",
+                  f"{'op':<32}{'type':<16}{'shape':<24}{'dtype':<6}{'padded KiB':>12}{'waste %':>9}"]
+        rows = sorted(((op, t) for op in self.ops for t in op.outputs), key=lambda r: -(r[1].padded_bytes or 0))
+        for op, t in rows[:top]:
+            pad = t.padded_bytes or 0
+            waste = 100 * t.waste_bytes / pad if pad else 0.0
+            lines.append(f"{op.name[:31]:<32}{op.op_type:<16}{_fmt_shape(t.shape):<24}{t.dtype:<6}{pad / 1024:>12.1f}{waste:>9.1f}")
+        lines += ["", f"ANE-readiness findings: {len(self.findings)}"]
+        by_rule: dict[str, list[Finding]] = {}
+        for f in self.findings:
+            by_rule.setdefault(f.rule, []).append(f)
+        for rule, fs in by_rule.items():
+            names = ", ".join(f.op for f in fs[:3]) + (f", ... (+{len(fs) - 3})" if len(fs) > 3 else "")
+            lines.append(f"[{fs[0].severity}] {rule} x{len(fs)}: {names}")
+            lines.append(f"    e.g. {fs[0].message}")
+            lines.append(f"    why: {fs[0].reason}")
+            lines.append(f"    source: {fs[0].citation}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def _fmt_shape(shape: tuple) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ")"
+
+
+@lru_cache(maxsize=1)
+def ane_rules() -> dict[str, Any]:
+    """The documented ANE-friendly ops, rules and their sources (``ane_vit/data/ane_ops.json``)."""
+    text = resources.files("ane_vit").joinpath("data/ane_ops.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def _citation(keys: list[str]) -> str:
+    sources = ane_rules()["sources"]
+    return "; ".join(sources[k]["title"] + (f" <{sources[k]['url']}>" if sources[k]["url"] else "") for k in keys)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _load_program(model_or_path: ModelLike) -> tuple[Any, Any, str]:
+    """Return ``(MIL Program, spec or None, source label)`` for a model, a path or a Program."""
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    import coremltools as ct
+    from coremltools.converters.mil.mil.program import Program
+
+    if isinstance(model_or_path, Program):
+        return model_or_path, None, "MIL Program (in memory)"
+    if isinstance(model_or_path, (str, os.PathLike)):
+        path = os.fspath(model_or_path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"expected a saved Core ML ML Program (.mlpackage directory), but {path!r} does not exist")
+        try:
+            model = ct.models.MLModel(path, skip_model_load=True)
+        except Exception as err:
+            raise ValueError(f"expected a Core ML model (.mlpackage) at {path!r}; coremltools could not read it: {err}") from err
+        source = path
+    elif isinstance(model_or_path, ct.models.MLModel):
+        model, source = model_or_path, "MLModel (in memory)"
+    else:
+        raise TypeError(f"expected a coremltools MLModel, a path to an .mlpackage or a MIL Program, got {type(model_or_path).__name__}")
+    spec = model.get_spec()
+    kind = spec.WhichOneof("Type")
+    if kind != "mlProgram":
+        raise ValueError(f"expected an ML Program (convert with convert_to='mlprogram'), got a Core ML model of type {kind!r}")
+    prog = getattr(model, "_mil_program", None)
+    if prog is None:
+        # A model loaded from disk carries only the protobuf spec: rebuild the MIL program
+        # from it (pure Python, works on any OS) with the weights from the package.
+        from coremltools.converters.mil.frontend.milproto.load import load as milproto_load
+
+        prog = milproto_load(spec, spec.specificationVersion, model.weights_dir or "")
+    return prog, spec, source
+
+
+def _main_function(prog: Any) -> Any:
+    funcs = prog.functions
+    return funcs["main"] if "main" in funcs else next(iter(funcs.values()))
+
+
+def _walk(block: Any):
+    """All ops of a block, nested blocks (cond/while bodies) included, in program order."""
+    for op in block.operations:
+        yield op
+        for inner in op.blocks:
+            yield from _walk(inner)
+
+
+# --------------------------------------------------------------------------- facts
+
+
+def _tensor_info(var: Any) -> TensorInfo:
+    from coremltools.converters.mil.mil import types
+
+    if not types.is_tensor(var.sym_type) and not types.is_scalar(var.sym_type):
+        return TensorInfo(var.name, (), getattr(var.sym_type, "__name__", str(var.sym_type)), 0, None, None)
+    dtype = types.builtin_to_string(var.dtype)
+    shape = tuple(int(s) if not _is_symbolic(s) else str(s) for s in var.shape)
+    elem = _dtype_bytes(dtype)
+    if dtype == "string" or not elem or not all(isinstance(s, int) for s in shape):
+        return TensorInfo(var.name, shape, dtype, len(shape), None, None)
+    dense = math.ceil(math.prod(shape) * elem)
+    padded = padded_nbytes(shape, max(1, int(elem))) if elem >= 1 else dense
+    return TensorInfo(var.name, shape, dtype, len(shape), dense, padded)
+
+
+def _is_symbolic(dim: Any) -> bool:
+    from coremltools.converters.mil.mil.types.symbolic import is_symbolic
+
+    return is_symbolic(dim)
+
+
+def _is_const(var: Any) -> bool:
+    op = var.op
+    return op is not None and (op.op_type == "const" or op.op_type.startswith("constexpr_"))
+
+
+def _input_vars(op: Any) -> list:
+    out = []
+    for v in op.inputs.values():
+        out.extend(v if isinstance(v, (list, tuple)) else [v])
+    return out
+
+
+def _static(shape: Any) -> tuple[int, ...] | None:
+    """The shape as ints, or None if any axis is symbolic."""
+    if any(_is_symbolic(s) for s in shape):
+        return None
+    return tuple(int(s) for s in shape)
+
+
+def _flops(op: Any) -> int:
+    """2 x multiply-accumulates of conv/conv_transpose/linear/matmul/einsum (bias, activations not counted).
+
+    Returns 0 for any other op and for symbolic shapes.
+    """
+    t = op.op_type
+    if t not in FLOP_OPS:
+        return 0
+    out = _static(op.outputs[0].shape)
+    operands = op.values if t == "einsum" else (op.x, op.y if t == "matmul" else op.weight)
+    shapes = [_static(v.shape) for v in operands]
+    if out is None or any(s is None for s in shapes):
+        return 0
+    if t == "conv":  # weight (C_out, C_in/groups, *k): each output element sums C_in/groups * prod(k)
+        return 2 * math.prod(out) * math.prod(shapes[1][1:])
+    if t == "conv_transpose":  # weight (C_in, C_out/groups, *k): each input element scatters to these
+        return 2 * math.prod(shapes[0]) * math.prod(shapes[1][1:])
+    if t == "linear":  # weight (D_out, D_in)
+        return 2 * math.prod(out) * shapes[1][-1]
+    if t == "matmul":  # x (..., M, K) or (..., K, M) with transpose_x
+        xs = shapes[0]
+        tx = bool(op.transpose_x.val) if op.transpose_x is not None else False
+        k = xs[0] if len(xs) == 1 else (xs[-2] if tx else xs[-1])
+        return 2 * math.prod(out) * k
+    # einsum: every index letter of the equation is one loop; MACs = product of all loop sizes
+    lhs = op.equation.val.replace(" ", "").split("->")[0].split(",")
+    sizes: dict[str, int] = {}
+    for letters, shape in zip(lhs, shapes):
+        sizes.update(zip(letters, shape))
+    return 2 * math.prod(sizes.values())
+
+
+def _flexible_inputs(spec: Any, func: Any) -> dict[str, str]:
+    """Input name -> kind of shape flexibility ('range', 'enumerated' or 'symbolic')."""
+    flex: dict[str, str] = {}
+    if spec is not None:
+        for feat in spec.description.input:
+            which = feat.type.WhichOneof("Type")
+            if which == "multiArrayType":
+                kind = feat.type.multiArrayType.WhichOneof("ShapeFlexibility")
+            elif which == "imageType":
+                kind = feat.type.imageType.WhichOneof("SizeFlexibility")
+            else:
+                kind = None
+            if kind:
+                flex[feat.name] = "enumerated" if kind.startswith("enumerated") else "range"
+    for name, var in func.inputs.items():
+        if name not in flex and any(_is_symbolic(s) for s in var.shape):
+            flex[name] = "symbolic"
+    return flex
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def _findings(func: Any, ops: list[tuple[Any, OpInfo]], flex: dict[str, str]) -> list[Finding]:
+    rules = {r["id"]: r for r in ane_rules()["rules"]}
+    friendly = {e["op"] for e in ane_rules()["ane_friendly_ops"]}
+    out_names = {v.name for v in func.outputs}
+    found: list[Finding] = []
+
+    def add(rule_id: str, where: str, message: str, severity: str | None = None) -> None:
+        r = rules[rule_id]
+        found.append(Finding(rule_id, severity or r["severity"], where, message, r["reason"], _citation(r["source"])))
+
+    for name, kind in flex.items():
+        add("flexible_input_shape", name, f"input {name!r} has a {kind} (not fixed) shape",
+            severity="info" if kind == "enumerated" else None)
+    for mil_op, info in ops:
+        for t in info.outputs:
+            if t.rank > ANE_MAX_RANK:
+                add("rank_above_5", info.name, f"{info.op_type} outputs rank {t.rank} {_fmt_shape(t.shape)}")
+            big = [s for s in t.shape if isinstance(s, int) and s > MAX_AXIS]
+            if big:
+                add("axis_over_16384", info.name, f"{info.op_type} outputs {_fmt_shape(t.shape)}: axis of {max(big)} > {MAX_AXIS}")
+            if (t.padded_bytes or 0) > LARGE_TENSOR_BYTES and t.waste_bytes > MAX_PADDING_FRACTION * t.padded_bytes:
+                add("misaligned_last_axis", info.name,
+                    f"{info.op_type} outputs {_fmt_shape(t.shape)} {t.dtype}: {t.padded_bytes / 2**20:.2f} MiB padded, "
+                    f"{100 * t.waste_bytes / t.padded_bytes:.0f}% of it padding (last axis {t.shape[-1]})")
+        if info.op_type in _GATHER_OPS and not all(_is_const(v) for v in _input_vars(mil_op)):
+            add("runtime_gather", info.name, f"{info.op_type} reads an index or a table computed at run time")
+        if any(t.dtype == "fp32" for t in info.outputs):
+            boundary = info.op_type == "cast" and (
+                any(v.op is None for v in _input_vars(mil_op)) or any(t.name in out_names for t in info.outputs)
+            )
+            if not boundary:
+                add("float32_compute", info.name, f"{info.op_type} computes in float32")
+        if info.op_type not in friendly:
+            add("op_not_in_ane_list", info.name, f"op type {info.op_type!r} is not in the ANE-friendly list")
+    return found
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def analyze(model_or_path: ModelLike) -> ProgramReport:
+    """Read a converted ML Program and report what it contains (see the module docstring).
+
+    Args:
+        model_or_path: a ``coremltools.models.MLModel`` (ML Program), a path to a saved
+            ``.mlpackage``, or a MIL ``Program``.
+
+    Returns:
+        a ``ProgramReport``: per-op shapes/dtypes/bytes/FLOPs, weights, findings.
+
+    Shapes: any; each output's last axis is padded to 64 bytes for ``padded_bytes``.
+    """
+    prog, spec, source = _load_program(model_or_path)
+    func = _main_function(prog)
+    ops: list[tuple[Any, OpInfo]] = []
+    weights: dict[str, int] = {}
+    for op in _walk(func):
+        if op.op_type == "const" or op.op_type.startswith("constexpr_"):
+            continue
+        for v in _input_vars(op):
+            if _is_const(v) and v.op.op_type == "const" and v.name not in weights:
+                # every non-string const counted once; op parameters (strides, axes) are a few bytes
+                weights[v.name] = _tensor_info(v).dense_bytes or 0
+        info = OpInfo(op.name, op.op_type, tuple(_tensor_info(v) for v in op.outputs), _flops(op), op.op_type in LAYOUT_OPS)
+        ops.append((op, info))
+    flex = _flexible_inputs(spec, func)
+    return ProgramReport(
+        source=source,
+        inputs=[_tensor_info(v) for v in func.inputs.values()],
+        outputs=[_tensor_info(v) for v in func.outputs],
+        ops=[info for _, info in ops],
+        weight_bytes=sum(weights.values()),
+        n_weights=sum(1 for b in weights.values() if b),
+        findings=_findings(func, ops, flex),
+    )
+
+
+def op_histogram(model: ModelLike, include_const: bool = False) -> Counter:
+    """Count the ops of a converted ML Program by type (``const`` ops left out by default)."""
+    prog, _, _ = _load_program(model)
+    ops = _main_function(prog).operations
+    return Counter(op.op_type for op in ops if include_const or op.op_type != "const")

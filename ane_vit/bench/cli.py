@@ -1,0 +1,101 @@
+"""The benchmark's command line, ``python -m ane_vit.bench`` (run by ``__main__.py``)."""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .plots import plot_bench
+from .results import comparison_table, save_results
+from .run import run_benchmark
+from .specs import default_specs
+
+__all__ = ["main"]
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ane_vit.bench",
+        description="Build, export and compare the reference and ANE models; write results/<name>.json and .png. "
+        "Latency is PyTorch on this CPU, never the Neural Engine.",
+    )
+    parser.add_argument("--models", nargs="+", metavar="NAME", help="model names or shell patterns (e.g. 'tiny-moat-0*'); see --list; default: all")
+    parser.add_argument("--list", action="store_true", help="print the model names and exit")
+    parser.add_argument("--output-dir", default="results", help="folder for the JSON and the chart (default: results)")
+    parser.add_argument("--name", help="file stem (default: bench_<os>_cpu, or bench_<os>_cpu_quick with --quick)")
+    parser.add_argument("--runs", type=int, help="timed PyTorch runs per model (default 20; 3 with --quick)")
+    parser.add_argument("--warmup", type=int, help="untimed runs first (default 3; 1 with --quick)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads, fixed for the run (default 1: the least disturbed by other load)")
+    parser.add_argument("--pe-type", default="SINGLE_HEAD_RPE", help="MOAT position encoding, a PEType name (default SINGLE_HEAD_RPE, as the seed exported)")
+    parser.add_argument("--quick", action="store_true", help="few runs and, unless --models is given, only tiny-moat-0 global")
+    parser.add_argument("--no-parity", action="store_true", help="skip the program interpreter parity check")
+    parser.add_argument("--keep-models", metavar="DIR", help="keep the .mlpackage files in DIR, replacing packages of the same name (default: a temporary folder)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point (``python -m ane_vit.bench --help``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    from ..attention import PEType
+
+    if args.pe_type not in PEType.__members__:
+        parser.error(f"--pe-type must be one of {list(PEType.__members__)}, got {args.pe_type!r}")
+    specs = default_specs(args.pe_type)
+    if args.list:
+        print("\n".join(s.name for s in specs))
+        return 0
+    if args.models:
+        unknown = [p for p in args.models if not any(fnmatch.fnmatchcase(s.name, p) for s in specs)]
+        if unknown:
+            parser.error(f"unknown model(s) {unknown}; choose from: {', '.join(s.name for s in specs)}")
+        specs = [s for s in specs if any(fnmatch.fnmatchcase(s.name, p) for p in args.models)]
+    elif args.quick:
+        specs = [s for s in specs if s.pair == "tiny-moat-0_256_global"]
+    runs = args.runs if args.runs is not None else (3 if args.quick else 20)
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
+    if runs < 1 or warmup < 0 or args.threads < 1:
+        parser.error(f"need --runs >= 1, --warmup >= 0, --threads >= 1; got {runs}, {warmup}, {args.threads}")
+    out_dir = Path(args.output_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".ane_vit_bench_write_test"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        print(f"error: cannot write to --output-dir {out_dir}: {exc}", file=sys.stderr)
+        return 2
+    stem = args.name or f"bench_{platform.system().lower()}_cpu" + ("_quick" if args.quick else "")
+    start = time.perf_counter()
+    results = run_benchmark(
+        specs,
+        runs=runs,
+        warmup=warmup,
+        threads=args.threads,
+        parity=not args.no_parity,
+        keep_models=args.keep_models,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+        command=shlex.join(["python", "-m", "ane_vit.bench", *argv]),
+    )
+    results["provenance"]["wall_time_s"] = round(time.perf_counter() - start, 1)
+    json_path = save_results(results, out_dir / f"{stem}.json")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from ..plotting import apply_style
+
+    apply_style()
+    fig = plot_bench(json_path, out_dir / f"{stem}.png")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    print(comparison_table(results))
+    print(f"wrote {json_path} and {out_dir / f'{stem}.png'} in {results['provenance']['wall_time_s']:.0f} s", file=sys.stderr)
+    return 0
+
