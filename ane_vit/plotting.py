@@ -1,8 +1,9 @@
 """One plot style for the book: the Okabe-Ito palette with a fixed meaning per series.
 
 Series keep their colour across chapters: the reference implementation is always
-``COLORS["reference"]``, the ANE-optimised one ``COLORS["ane"]``, a published figure
-``COLORS["published"]``. Measured, published and derived numbers are never mixed in one
+``COLORS["reference"]``, the ANE-optimised one ``COLORS["ane"]``, the original repository's
+programs (apple/ml-vision-transformers-ane, recorded in ``results/``) ``COLORS["original"]``
+with ``HATCHES["recorded"]``, a published figure ``COLORS["published"]``. Measured, published and derived numbers are never mixed in one
 plot without a label saying which is which (see ``provenance_note``).
 """
 
@@ -33,11 +34,12 @@ COLORS = {
     "neural_engine": OKABE_ITO["blue"],
     "published": OKABE_ITO["reddish_purple"],
     "third_party": OKABE_ITO["orange"],
+    "original": OKABE_ITO["bluish_green"],
     "neutral": "#555555",
 }
 
 #: Hatching that marks the provenance of a bar (measured here, published, or derived).
-HATCHES = {"measured": "", "published": "//", "derived": ".."}
+HATCHES = {"measured": "", "published": "//", "derived": "..", "recorded": "xx"}
 
 
 def apply_style() -> None:

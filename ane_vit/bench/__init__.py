@@ -1,7 +1,8 @@
 """Build, export and compare the ANE and reference models side by side.
 
 ``python -m ane_vit.bench`` builds each model twice - the ANE layout and its plain
-reference twin, with the same weights (ported) - exports both to Core ML ML Programs and
+reference twin, with the same random, trained-looking weights (``randomize_``, ported) -
+exports both to Core ML ML Programs and
 records, for every program: export time, ``.mlpackage`` size, op count, layout ops and the
 bytes they move, activation bytes with the last axis padded to 64 bytes, weight bytes,
 readiness findings by rule, program parity (the numpy interpreter of the program against
@@ -16,6 +17,11 @@ quoted from a cited source. See ``notebooks/06_export_and_inspection.ipynb``.
 
 Shapes: MOAT ``x: (1, 3, 256, 256) -> 4 NCHW stage maps``; DeiT ``x: (1, 3, 224, 224) ->
 (1, 1000)``.
+
+The original repository's programs (apple/ml-vision-transformers-ane), converted and
+counted once with the same settings, are recorded in ``results/original_programs.json``;
+``load_original``, ``original_comparison_table`` and ``plot_bench(..., original=...)`` put
+them next to the reference and ours (``python -m ane_vit.bench --with-original``).
 """
 
 # The code lives in private modules, one concept each; this module is the public face
@@ -25,6 +31,7 @@ Shapes: MOAT ``x: (1, 3, 256, 256) -> 4 NCHW stage maps``; DeiT ``x: (1, 3, 224,
 #   measure  cpu_latency(_interleaved) and provenance: measuring on this machine
 #   results  KINDS, save_results, load_results, comparison_table: the results format
 #   plots    PLOT_METRICS, plot_metric, plot_bench: the chart
+#   original the original repository's recorded programs as a third column
 #   cli      main: the command line (python -m ane_vit.bench, run by __main__.py)
 
 from __future__ import annotations
@@ -33,6 +40,15 @@ from . import plots as _plots
 from . import results as _results
 from .cli import main
 from .measure import cpu_latency, cpu_latency_interleaved, provenance
+from .original import (
+    ORIGINAL_FILE,
+    join_original,
+    load_original,
+    original_comparison_table,
+    original_note,
+    original_programs_path,
+    original_specs,
+)
 from .plots import plot_bench, plot_metric
 from .results import SCHEMA_VERSION as SCHEMA_VERSION
 from .results import comparison_table, load_results, save_results
@@ -55,6 +71,13 @@ __all__ = [
     "comparison_table",
     "plot_metric",
     "plot_bench",
+    "ORIGINAL_FILE",
+    "original_programs_path",
+    "load_original",
+    "original_specs",
+    "join_original",
+    "original_comparison_table",
+    "original_note",
     "main",
 ]
 

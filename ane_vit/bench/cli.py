@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .original import load_original, original_comparison_table, original_note, original_specs
 from .plots import plot_bench
 from .results import comparison_table, save_results
 from .run import run_benchmark
@@ -34,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--pe-type", default="SINGLE_HEAD_RPE", help="MOAT position encoding, a PEType name (default SINGLE_HEAD_RPE, as the seed exported)")
     parser.add_argument("--quick", action="store_true", help="few runs and, unless --models is given, only tiny-moat-0 global")
     parser.add_argument("--no-parity", action="store_true", help="skip the program interpreter parity check")
+    parser.add_argument(
+        "--with-original", nargs="?", const="", metavar="JSON",
+        help="add the original repository's recorded programs (default file: results/original_programs.json) as a third "
+        "column and bar, and benchmark the configurations recorded there (choose with --models, see --list)",
+    )
     parser.add_argument("--keep-models", metavar="DIR", help="keep the .mlpackage files in DIR, replacing packages of the same name (default: a temporary folder)")
     return parser
 
@@ -47,7 +53,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.pe_type not in PEType.__members__:
         parser.error(f"--pe-type must be one of {list(PEType.__members__)}, got {args.pe_type!r}")
-    specs = default_specs(args.pe_type)
+    original = None
+    if args.with_original is not None:
+        try:
+            original = load_original(args.with_original or None)
+        except (OSError, ValueError) as exc:
+            parser.error(f"--with-original: {exc}")
+    specs = default_specs(args.pe_type) if original is None else original_specs(original)
     if args.list:
         print("\n".join(s.name for s in specs))
         return 0
@@ -57,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unknown model(s) {unknown}; choose from: {', '.join(s.name for s in specs)}")
         specs = [s for s in specs if any(fnmatch.fnmatchcase(s.name, p) for p in args.models)]
     elif args.quick:
-        specs = [s for s in specs if s.pair == "tiny-moat-0_256_global"]
+        specs = specs[:2] if original is not None else [s for s in specs if s.pair == "tiny-moat-0_256_global"]
     runs = args.runs if args.runs is not None else (3 if args.quick else 20)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
     if runs < 1 or warmup < 0 or args.threads < 1:
@@ -71,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"error: cannot write to --output-dir {out_dir}: {exc}", file=sys.stderr)
         return 2
-    stem = args.name or f"bench_{platform.system().lower()}_cpu" + ("_quick" if args.quick else "")
+    stem = args.name or f"bench_{platform.system().lower()}_cpu" + ("_quick" if args.quick else "") + ("_original" if original else "")
     start = time.perf_counter()
     results = run_benchmark(
         specs,
@@ -84,6 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         command=shlex.join(["python", "-m", "ane_vit.bench", *argv]),
     )
     results["provenance"]["wall_time_s"] = round(time.perf_counter() - start, 1)
+    if original is not None:  # where the third column comes from; its numbers stay in their own file
+        prov = original["provenance"]
+        results["provenance"]["original"] = {k: prov[k] for k in ("repository", "commit", "date_utc", "citation")}
     json_path = save_results(results, out_dir / f"{stem}.json")
     import matplotlib
 
@@ -91,11 +106,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..plotting import apply_style
 
     apply_style()
-    fig = plot_bench(json_path, out_dir / f"{stem}.png")
+    fig = plot_bench(json_path, out_dir / f"{stem}.png", original=original)
     import matplotlib.pyplot as plt
 
     plt.close(fig)
     print(comparison_table(results))
+    if original is not None:
+        print()
+        print(original_comparison_table(results, original, only_matched=False))
+        print(original_note(original))
     print(f"wrote {json_path} and {out_dir / f'{stem}.png'} in {results['provenance']['wall_time_s']:.0f} s", file=sys.stderr)
     return 0
 

@@ -62,6 +62,27 @@ def _parity_metrics(module, example, path: Path) -> dict:
     }
 
 
+def _weights_label(spec: BenchSpec) -> str:
+    if spec.builder is not None:
+        return "set by the spec's builder"
+    return f"randomize_(seed={spec.seed})" if spec.weights == "random" else "as initialised"
+
+
+def _widths(config) -> dict:
+    """Channel widths and attention windows of a MOAT config, which rows of the original
+    repository's programs are matched on (``ane_vit.bench.original``); ``{}`` for others."""
+    from ..moat import MOATConfig
+
+    if not isinstance(config, MOATConfig):
+        return {}
+    return {
+        "stem_size": list(config.stem_size),
+        "hidden_size": list(config.hidden_size),
+        "window_size": [None if w is None else list(w) for w in config.window_size],
+        "channel_buffer_align": bool(config.channel_buffer_align),
+    }
+
+
 def _bench_one(spec: BenchSpec, workdir: Path, parity: bool) -> tuple[dict, list[torch.Tensor], nn.Module, torch.Tensor]:
     """Build, export, analyse and check one model; latency is timed later, per pair."""
     from ..export import export_model, package_nbytes
@@ -77,6 +98,8 @@ def _bench_one(spec: BenchSpec, workdir: Path, parity: bool) -> tuple[dict, list
         "attention_mode": spec.attention_mode,
         "pe_type": spec.pe_type,
         "split_head": spec.split_head if spec.implementation == "ane" else None,
+        "weights": _weights_label(spec),
+        **_widths(config),
         "metrics": {},
         "errors": {},
     }

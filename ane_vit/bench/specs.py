@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 _IMPLEMENTATIONS = ("reference", "ane")
+WEIGHTS = ("random", "fresh")  # randomize_(reference, seed) before the port, or as initialised
 Builder = Callable[["BenchSpec"], "tuple[nn.Module, torch.Tensor, Any]"]
 
 
@@ -24,8 +25,14 @@ class BenchSpec:
 
     ``implementation="ane"`` builds the ANE layout with the weights of the reference twin
     built from the same ``seed`` (ported), so both programs of a pair compute the same
-    function. ``builder`` replaces the built-in families (``"moat"``, ``"deit"``): a
-    callable ``spec -> (module, example_input, config_or_None)``, e.g. for a tiny test model.
+    function. ``weights="random"`` (the default) first gives the reference random,
+    trained-looking weights (``ane_vit.testing.randomize_(reference, seed)``): a fresh
+    model's identity LayerNorms and zero embeddings are removed by the converter and make
+    the counts smaller than a trained model's; ``"fresh"`` keeps the initial weights.
+    ``channel_buffer_align=False`` keeps the architecture's own widths (tiny-moat-1: 40, 80,
+    160, 320), as the original repository exports them. ``builder`` replaces the built-in
+    families (``"moat"``, ``"deit"``): a callable ``spec -> (module, example_input,
+    config_or_None)``, e.g. for a tiny test model; it sets the weights itself.
 
     Shapes: ``example_input: (1, 3, image_size, image_size)`` for the built-in families.
     """
@@ -39,6 +46,8 @@ class BenchSpec:
     pe_type: str = "SINGLE_HEAD_RPE"
     split_head: bool = True
     seed: int = 0
+    weights: str = "random"
+    channel_buffer_align: bool = True
     builder: Builder | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
@@ -46,6 +55,8 @@ class BenchSpec:
             raise ValueError(f"implementation must be one of {_IMPLEMENTATIONS}, got {self.implementation!r}")
         if self.builder is None and self.family not in ("moat", "deit"):
             raise ValueError(f"family must be 'moat' or 'deit' (or pass a builder), got {self.family!r}")
+        if self.weights not in WEIGHTS:
+            raise ValueError(f"weights must be one of {WEIGHTS}, got {self.weights!r}")
 
     @property
     def pair(self) -> str:
@@ -70,6 +81,16 @@ class BenchSpec:
         return module.eval(), example, config
 
 
+def _set_weights(spec: BenchSpec, built: tuple[Any, nn.Module]) -> tuple[Any, nn.Module]:
+    """``(config, reference)`` with the reference's weights as ``spec.weights`` asks."""
+    from ..testing import randomize_
+
+    config, reference = built
+    if spec.weights == "random":
+        randomize_(reference, seed=spec.seed)
+    return config, reference
+
+
 def _build_moat(spec: BenchSpec):
     from ..attention import PEType
     from ..moat import build_model
@@ -77,8 +98,11 @@ def _build_moat(spec: BenchSpec):
     from ..reference.moat import build_reference_model
 
     shape = (1, 3, spec.image_size, spec.image_size)
-    kwargs = dict(shape=shape, base_arch=spec.arch, attention_mode=spec.attention_mode, pe_type=PEType[spec.pe_type])
-    config, reference = build_reference_model(**kwargs)
+    kwargs = dict(
+        shape=shape, base_arch=spec.arch, attention_mode=spec.attention_mode, pe_type=PEType[spec.pe_type],
+        channel_buffer_align=spec.channel_buffer_align,
+    )
+    config, reference = _set_weights(spec, build_reference_model(**kwargs))
     if spec.implementation == "reference":
         return reference, spec.example_input(), config
     config, ane = build_model(split_head=spec.split_head, **kwargs)
@@ -91,7 +115,7 @@ def _build_deit(spec: BenchSpec):
     from ..reference.deit import ReferenceDeiT
 
     config = DEIT_CONFIGS[spec.arch]
-    reference = ReferenceDeiT(config, image_size=spec.image_size, num_classes=1000)
+    _, reference = _set_weights(spec, (config, ReferenceDeiT(config, image_size=spec.image_size, num_classes=1000)))
     if spec.implementation == "reference":
         return reference, spec.example_input(), config
     ane = build_deit(config, image_size=spec.image_size, num_classes=1000, split_head=spec.split_head)
