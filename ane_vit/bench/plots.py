@@ -30,29 +30,30 @@ def _pairs(results: dict, metric: str) -> tuple[list[str], list[float | None], l
     return order, [values[p].get("reference") for p in order], [values[p].get("ane") for p in order]
 
 
-def _finding(label: str, ref: list, ane: list, orig: list | None = None) -> str:
-    def ratio(base):
-        ratios = [a / r for r, a in zip(base, ane) if r and a]
-        if not ratios:
-            return None
-        return math.exp(sum(math.log(x) for x in ratios) / len(ratios)), len(ratios) > 1
+def _ratio(base: list, ane: list) -> tuple[float, bool] | None:
+    """Geometric mean of ours / base over the groups that have both, and whether it is a mean."""
+    ratios = [a / r for r, a in zip(base, ane) if r and a]
+    if not ratios:
+        return None
+    return math.exp(sum(math.log(x) for x in ratios) / len(ratios)), len(ratios) > 1
 
-    parts = []
-    for name, base in (("reference", ref), ("original", orig)):
-        found = None if base is None else ratio(base)
+
+def _describe(gm: float) -> str:
+    return "~" if abs(gm - 1) < 0.02 else f"{1 / gm if gm < 1 else gm:.2f}x {'lower' if gm < 1 else 'higher'}"
+
+
+def _finding(label: str, ref: list, ane: list, orig: list | None = None) -> str:
+    if orig is None:  # reference vs ANE
+        found = _ratio(ref, ane)
         if found is None:
-            continue
+            return label
         gm, many = found
-        mean = " (geo. mean)" if many else ""
         if abs(gm - 1) < 0.02:
-            parts.append(f"~ {name}")
-        else:
-            parts.append(f"{1 / gm if gm < 1 else gm:.2f}x {'lower' if gm < 1 else 'higher'} than {name}{mean}")
-    if not parts:
-        return label
-    if orig is None:  # the two-implementation title, as before
-        return f"{label}: ANE " + parts[0].replace(" than reference", "")
-    return f"{label}: ours " + ", ".join(parts)
+            return f"{label}: ANE ~ reference"
+        return f"{label}: ANE {_describe(gm)}" + (" (geo. mean)" if many else "")
+    parts = [(name, _ratio(base, ane)) for name, base in (("reference", ref), ("original", orig))]
+    parts = [f"{_describe(found[0])} {'than' if abs(found[0] - 1) >= 0.02 else ''} {name}".replace("  ", " ") for name, found in parts if found]
+    return f"{label}\nours: " + ", ".join(parts) + " (geo. means)" if parts else label
 
 
 def plot_metric(results: dict | str | os.PathLike, metric: str, ax=None, original=None):
@@ -101,7 +102,7 @@ def plot_metric(results: dict | str | os.PathLike, metric: str, ax=None, origina
             for i, (m, p) in enumerate(zip(med, p90)):
                 if m is not None and p is not None:
                     ax.plot([i + offsets[name]] * 2, [m, p], color=COLORS["neutral"], lw=1)
-    ax.set_xticks(list(x), [p.replace("_", "\n", 2).replace("_", " ") for p in pairs], fontsize=7)
+    ax.set_xticks(list(x), [p.replace("_", "\n", 3).replace("_", " ") for p in pairs], fontsize=7)
     ax.set_ylabel(ylabel)
     ax.grid(False, axis="x")
     ax.set_ylim(0, 1.2 * ax.get_ylim()[1])  # room for the legend above the bars
