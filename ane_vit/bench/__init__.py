@@ -41,7 +41,6 @@ from . import results as _results
 from .cli import main
 from .measure import cpu_latency, cpu_latency_interleaved, provenance
 from .original import (
-    ORIGINAL_FILE,
     join_original,
     load_original,
     original_comparison_table,
@@ -71,7 +70,6 @@ __all__ = [
     "comparison_table",
     "plot_metric",
     "plot_bench",
-    "ORIGINAL_FILE",
     "original_programs_path",
     "load_original",
     "original_specs",
