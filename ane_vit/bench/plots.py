@@ -53,7 +53,7 @@ def _finding(label: str, ref: list, ane: list, orig: list | None = None) -> str:
         return f"{label}: ANE {_describe(gm)}" + (" (geo. mean)" if many else "")
     parts = [(name, _ratio(base, ane)) for name, base in (("reference", ref), ("original", orig))]
     parts = [f"{_describe(found[0])} {'than' if abs(found[0] - 1) >= 0.02 else ''} {name}".replace("  ", " ") for name, found in parts if found]
-    return f"{label}\nours: " + ", ".join(parts) + " (geo. means)" if parts else label
+    return f"{label}\nours: " + ",\n".join(parts) + " (geo. means)" if parts else label  # narrow panels
 
 
 def plot_metric(results: dict | str | os.PathLike, metric: str, ax=None, original=None):
