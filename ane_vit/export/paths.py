@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from .._checks import positive_ints
 from ..attention import PEType
 
 
@@ -28,10 +29,7 @@ def _pe_label(pe_type: PEType | str) -> str:
 
 
 def _check_shape(shape: Sequence[int]) -> tuple[int, int, int, int]:
-    shape = tuple(shape)
-    if len(shape) != 4 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
-        raise ValueError(f"shape must be 4 positive ints (B, C, H, W), got {shape!r}")
-    return shape  # type: ignore[return-value]
+    return positive_ints(shape, "shape", 4, "(B, C, H, W)")  # type: ignore[return-value]
 
 
 def default_filename(config: Any, shape: Sequence[int]) -> str:
