@@ -14,8 +14,9 @@ correctly rounded result); reductions and contractions (``conv``, ``matmul``, ``
 ``linear``, ``reduce_*``, ``softmax``, ``layer_norm``...) accumulate in float32 and round
 once to float16. Reductions whose intermediates can overflow on the way to a representable
 result (log-sum-exp, the L2 norm, the mean, layer and instance norm) subtract the maximum or
-scale by the largest magnitude, as numerically careful kernels do. That approximates hardware that accumulates in a wider format and rounds
-at the op's output; what the Neural Engine does inside an op is not documented.
+scale by the largest magnitude, as numerically careful kernels do. That approximates
+hardware that accumulates in a wider format and rounds at the op's output; what the Neural
+Engine does inside an op is not documented.
 
 What this does NOT prove: it is not the Neural Engine (nor Core ML's CPU or GPU backends).
 Devices accumulate in their own order and precision, fuse ops, may run some ops in float32
