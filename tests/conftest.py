@@ -35,7 +35,7 @@ def _named_on_command_line(config, item) -> bool:
 
 
 def _fp16_full_requested(config) -> bool:
-    return config.getoption("--run-fp16-full") or "fp16_full" in (config.getoption("-m") or "")
+    return config.getoption("--run-fp16-full") or "fp16_full" in (config.getoption("markexpr", "") or "")
 
 
 def pytest_report_header(config):

@@ -223,6 +223,11 @@ def test_no_output_folder_until_the_package_is_saved(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         export_model(nn.Conv2d(3, 4, 1), torch.rand(1, 3, 8, 8), folder / "m.mlpackage")
     assert list(tmp_path.iterdir()) == []  # was: an empty new/sub/ folder
+    monkeypatch.undo()
+    monkeypatch.setattr(ex.save, "_save_package", _interrupt)  # Ctrl-C while saving
+    with pytest.raises(KeyboardInterrupt):
+        export_model(nn.Conv2d(3, 4, 1), torch.rand(1, 3, 8, 8), folder / "m.mlpackage")
+    assert list(tmp_path.iterdir()) == []  # the folders made for the save are gone again
 
 
 def test_unwritable_folder_fails_before_conversion(tmp_path, monkeypatch):

@@ -134,9 +134,11 @@ def _save_atomically(mlmodel, target: Path) -> None:
     only moved aside (and deleted) once the new one is complete; both renames stay inside
     one folder, hence one file system. An interrupted or failed save leaves the old
     package as it was and no temporary folder behind. The output folder is created here,
-    at the last moment.
+    at the last moment, and removed again if this save fails and leaves it empty.
     """
+    made = [p for p in (target.parent, *target.parent.parents) if not p.exists()]  # deepest first
     target.parent.mkdir(parents=True, exist_ok=True)
+    saved = False
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         new, old = staging / target.name, staging / "replaced"
@@ -150,8 +152,14 @@ def _save_atomically(mlmodel, target: Path) -> None:
                 raise
         else:
             os.rename(new, target)
+        saved = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # the partial new package, or the replaced old one
+        for folder in made if not saved else ():
+            try:
+                folder.rmdir()  # only if still empty
+            except OSError:
+                break
 
 
 def export_moat(
