@@ -56,7 +56,7 @@ def _build_parser(archs: Sequence[str]) -> argparse.ArgumentParser:
     parser.add_argument("--no-split-head", action="store_true", help="one fused softmax over all heads instead of one per head")
     parser.add_argument("--image-input", action="store_true", help="RGB image input, ImageNet normalisation inside the model")
     parser.add_argument("--overwrite", action="store_true", help="replace existing .mlpackage files")
-    parser.add_argument("--dry-run", action="store_true", help="list the files that would be written, convert nothing")
+    parser.add_argument("--dry-run", action="store_true", help="check every job and list the files that would be written; convert nothing")
     return parser
 
 
