@@ -24,6 +24,7 @@ from enum import Enum, unique
 import torch
 from torch import nn
 
+from ._checks import flag, positive_int
 from .partition import parse_window_size
 
 __all__ = ["PEType", "WindowAttention", "relative_position_index"]
@@ -62,7 +63,7 @@ def relative_position_index(window_size: Sequence[int]) -> torch.Tensor:
 
     Shapes: ``-> (N, N)`` int64 with ``N = wh*ww``
     """
-    wh, ww = (int(v) for v in window_size)
+    wh, ww = parse_window_size(window_size)
     coords = torch.stack(torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing="ij"))  # (2, wh, ww)
     coords = coords.flatten(1)  # (2, N)
     rel = coords[:, :, None] - coords[:, None, :]  # (2, N, N): pos(q) - pos(k)
@@ -98,7 +99,8 @@ class WindowAttention(nn.Module):
             one fused all-heads einsum + softmax if False. Same numbers either way.
         pe_type: a ``PEType`` (or its name).
 
-    Shapes: ``x: (B*nW, N, C) -> (B*nW, N, C)``. The input is never modified.
+    Shapes: ``x: (B*nW, N, C) -> (B*nW, N, C)``. The input is never modified; its dtype must
+    be the parameters' dtype (``TypeError`` otherwise, for every ``pe_type`` alike).
 
     Differences from the seed (``vision_transformers.attention_utils``): ``RPE`` learns one
     table column per head (the seed built one column and failed with several heads), the
@@ -121,17 +123,18 @@ class WindowAttention(nn.Module):
         pe_type: PEType | str = PEType.LePE_ADD,
     ):
         super().__init__()
-        if not isinstance(dim, int) or dim <= 0:
-            raise ValueError(f"dim must be a positive int, got {dim!r}")
-        if not isinstance(num_heads, int) or num_heads <= 0 or dim % num_heads:
+        dim = positive_int(dim, "dim")
+        num_heads = positive_int(num_heads, "num_heads")
+        if dim % num_heads:
             raise ValueError(f"num_heads must be a positive int that divides dim={dim}, got {num_heads!r}")
         wh, ww = parse_window_size(window_size)
+        split_head, qkv_bias = flag(split_head, "split_head"), flag(qkv_bias, "qkv_bias")
         self.dim = dim
         self.window_size = (wh, ww)
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = qk_scale if qk_scale is not None else self.head_dim**-0.5
-        self.split_head = bool(split_head)
+        self.split_head = split_head
         self.pe_type = _parse_pe_type(pe_type)
         n = wh * ww
 
@@ -186,6 +189,18 @@ class WindowAttention(nn.Module):
                 f"WindowAttention(dim={self.dim}, window_size={self.window_size}) expects "
                 f"x of shape (B*nW, {self.num_tokens}, {self.dim}), got {tuple(x.shape)}"
             )
+        self._check_dtype(x)
+
+    def _check_dtype(self, x: torch.Tensor) -> None:
+        # One rule for every PE type: the input has the parameters' dtype. (Without it, a
+        # float64 input failed deep in torch with a bias-type error, and LePE_ADD alone
+        # silently promoted a float16 input to float32 through its absolute table.)
+        expected = self.q_proj.weight.dtype
+        if x.dtype != expected:
+            raise TypeError(
+                f"WindowAttention has {expected} parameters and expects a {expected} input, got {x.dtype}; "
+                f"convert the input (x.to({expected})) or the layer (layer.to({x.dtype}))"
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Attention over tokens.
@@ -211,6 +226,8 @@ class WindowAttention(nn.Module):
                 f"WindowAttention.forward_bc1s expects x of shape (B, {self.dim}, 1, {self.num_tokens}), "
                 f"got {tuple(x.shape)}"
             )
+        if not torch.jit.is_tracing():
+            self._check_dtype(x)
         if self.pe_type == PEType.LePE_ADD:
             # a new tensor: the caller's input is left untouched
             x = x + self.abs_pe.permute(0, 2, 1).unsqueeze(2)  # (1, N, C) -> (1, C, 1, N), folded at conversion

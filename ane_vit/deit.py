@@ -26,9 +26,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
+from ._checks import flag, positive_int, positive_ints
 from .attention import PEType, WindowAttention
 from .norm import LayerNormANE
 
@@ -61,6 +63,11 @@ class DeiTConfig:
     qkv_bias: bool = True
     layer_norm_eps: float = 1e-6
 
+    def __post_init__(self) -> None:
+        for name in ("patch_size", "embed_dim", "depth", "num_heads"):
+            positive_int(getattr(self, name), name)
+        flag(self.qkv_bias, "qkv_bias")
+
     @property
     def mlp_hidden_dim(self) -> int:
         return int(self.embed_dim * self.mlp_ratio)
@@ -77,13 +84,14 @@ DEIT_CONFIGS: dict[str, DeiTConfig] = {c.name: c for c in (DEIT_TINY, DEIT_SMALL
 
 
 def _image_pair(image_size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(image_size, int) and not isinstance(image_size, bool):
-        return image_size, image_size
+    expected = "a positive int or a pair (H, W) of positive ints"
+    if isinstance(image_size, (Sequence, np.ndarray)) and not isinstance(image_size, str):
+        return positive_ints(image_size, "image_size", 2, expected=expected)
     try:
-        h, w = (int(v) for v in image_size)
-    except (TypeError, ValueError):
-        raise ValueError(f"image_size must be an int or a pair (H, W), got {image_size!r}") from None
-    return h, w
+        side = positive_int(image_size, "image_size")
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"image_size must be {expected}, got {image_size!r} ({type(image_size).__name__})") from None
+    return side, side
 
 
 def deit_grid(config: DeiTConfig, image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -100,8 +108,7 @@ def deit_grid(config: DeiTConfig, image_size: int | Sequence[int]) -> tuple[int,
 
 
 def _check_num_classes(num_classes: int | None) -> None:
-    if num_classes is not None and (not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes <= 0):
-        raise ValueError(f"num_classes must be a positive int, or None for features; got {num_classes!r}")
+    positive_int(num_classes, "num_classes", or_none="for features")
 
 
 def _set_geometry(model: nn.Module, config: DeiTConfig, image_size: int | Sequence[int], num_classes: int | None) -> None:
@@ -188,6 +195,7 @@ class DeiTANE(nn.Module):
     ):
         super().__init__()
         _set_geometry(self, config, image_size, num_classes)
+        split_head = flag(split_head, "split_head")
         c, p = config.embed_dim, config.patch_size
 
         self.patch_embed = nn.Conv2d(3, c, kernel_size=p, stride=p)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._checks import positive_int, positive_ints
+
 __all__ = ["ConvStem", "SqueezeExcitation", "MBConv"]
 
 # The seed's MBConv inherits TensorFlow's batch-norm settings (momentum 0.99 in TF's
@@ -20,12 +22,6 @@ __all__ = ["ConvStem", "SqueezeExcitation", "MBConv"]
 # PyTorch's defaults. They change no parameter count, but they change the function.
 _BN_EPS = 1e-3
 _BN_MOMENTUM = 0.01
-
-
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 class ConvStem(nn.Sequential):
@@ -37,7 +33,8 @@ class ConvStem(nn.Sequential):
     """
 
     def __init__(self, stem_size: tuple[int, int], in_channels: int = 3):
-        c0, c1 = (_check_positive_int(c, "stem_size entries") for c in stem_size)
+        c0, c1 = positive_ints(stem_size, "stem_size", 2, "(c0, c1)")
+        in_channels = positive_int(in_channels, "in_channels")
         super().__init__(
             nn.Conv2d(in_channels, c0, kernel_size=3, stride=2, padding=1),
             nn.GELU(),
@@ -57,6 +54,8 @@ class SqueezeExcitation(nn.Module):
 
     def __init__(self, channels: int, squeezed_channels: int):
         super().__init__()
+        channels = positive_int(channels, "channels")
+        squeezed_channels = positive_int(squeezed_channels, "squeezed_channels")
         self.reduce = nn.Conv2d(channels, squeezed_channels, kernel_size=1)
         self.act = nn.GELU()
         self.expand = nn.Conv2d(squeezed_channels, channels, kernel_size=1)
@@ -96,12 +95,12 @@ class MBConv(nn.Module):
         kernel_size: int = 3,
     ):
         super().__init__()
-        _check_positive_int(in_channels, "in_channels")
-        _check_positive_int(out_channels, "out_channels")
-        _check_positive_int(expand_ratio, "expand_ratio")
-        if stride not in (1, 2):
+        in_channels = positive_int(in_channels, "in_channels")
+        out_channels = positive_int(out_channels, "out_channels")
+        expand_ratio = positive_int(expand_ratio, "expand_ratio")
+        if positive_int(stride, "stride") not in (1, 2):
             raise ValueError(f"stride must be 1 or 2, got {stride!r}")
-        if kernel_size % 2 != 1:
+        if positive_int(kernel_size, "kernel_size") % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size!r}")
         if se_ratio is not None and not 0 <= se_ratio <= 1:
             raise ValueError(f"se_ratio must be None or in [0, 1], got {se_ratio!r}")

@@ -28,10 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._checks import flag, positive_int, positive_ints
 from .attention import PEType, WindowAttention, _parse_pe_type
 from .layers import ConvStem, MBConv
 from .norm import LayerNormANE
-from .partition import window_partition, window_reverse
+from .partition import parse_window_size, window_partition, window_reverse
 
 __all__ = [
     "MOATArch",
@@ -59,10 +60,13 @@ def get_stage_strides(output_stride: int) -> tuple[int, int, int, int]:
 
     Raises:
         ValueError: if ``output_stride`` is not one of 8, 16, 32.
+        TypeError: if it is not an int (``32.0`` and ``True`` are refused).
     """
-    if output_stride not in OUTPUT_STRIDES:
+    if positive_int(output_stride, "output_stride") not in OUTPUT_STRIDES:  # an int first: 32.0 == 32
         raise ValueError(f"output_stride must be one of {sorted(OUTPUT_STRIDES)}, got {output_stride!r}")
     return OUTPUT_STRIDES[output_stride]
+
+
 #: Allowed height/width of a local attention window (the seed's local context).
 LOCAL_WINDOW_RANGE = (6, 16)
 #: Default local window: per axis, the first of these that divides the final feature map.
@@ -135,12 +139,9 @@ class MOATConfig:
 
 
 def _check_shape(shape) -> tuple[int, int, int, int]:
-    try:
-        b, c, h, w = (int(v) for v in shape)
-    except (TypeError, ValueError):
-        raise ValueError(f"shape must be (B, 3, H, W), got {shape!r}") from None
-    if b <= 0 or c != 3:
-        raise ValueError(f"shape must be (B, 3, H, W) with B >= 1, got {tuple(shape)}")
+    b, c, h, w = positive_ints(shape, "shape", 4, "(B, 3, H, W)")
+    if c != 3:
+        raise ValueError(f"shape must be (B, 3, H, W), 3 colour channels, got {tuple(shape)}")
     if h <= 0 or w <= 0 or h % 32 or w % 32:
         raise ValueError(f"image height and width must be positive multiples of 32, got {(h, w)}")
     return b, c, h, w
@@ -184,12 +185,16 @@ def moat_config(
             that is not a multiple of 32, an unsupported ``output_stride`` or
             ``attention_mode``, a ``local_window_size`` with global attention, or a local
             window outside 6..16 or not dividing the attention stages' maps.
+        TypeError: for a size, count or ratio that is not an int (``256.9``, ``True``, ``"8"``)
+            or a flag that is not a bool (``split_head="False"``): nothing is rounded or
+            converted (``ane_vit._checks``).
     """
-    if base_arch not in ARCHITECTURES:
+    if not isinstance(base_arch, str) or base_arch not in ARCHITECTURES:
         raise ValueError(f"unknown base_arch {base_arch!r}; expected one of {list(ARCHITECTURES)}")
     arch = ARCHITECTURES[base_arch]
     _, _, height, width = _check_shape(shape)
     strides = get_stage_strides(output_stride)
+    output_stride = int(output_stride)
     if attention_mode not in ATTENTION_MODES:
         raise ValueError(f"attention_mode must be one of {ATTENTION_MODES}, got {attention_mode!r}")
     if attention_mode == "global" and local_window_size is not None:
@@ -199,14 +204,12 @@ def moat_config(
         )
     if num_blocks is None:
         num_blocks = arch.num_blocks
-    num_blocks = tuple(num_blocks)
-    if len(num_blocks) != 4 or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in num_blocks):
-        raise ValueError(f"num_blocks must be 4 positive ints (one per stage), got {num_blocks!r}")
-    for name, ratio in (("mbconv_block_expand_ratio", mbconv_block_expand_ratio), ("moat_block_expand_ratio", moat_block_expand_ratio)):
-        if isinstance(ratio, bool) or not isinstance(ratio, int) or ratio < 1:
-            raise ValueError(f"{name} must be a positive int, got {ratio!r}")
-    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
-        raise ValueError(f"num_classes must be None or a positive int, got {num_classes!r}")
+    num_blocks = positive_ints(num_blocks, "num_blocks", 4, "(one per stage)")
+    mbconv_block_expand_ratio = positive_int(mbconv_block_expand_ratio, "mbconv_block_expand_ratio")
+    moat_block_expand_ratio = positive_int(moat_block_expand_ratio, "moat_block_expand_ratio")
+    num_classes = positive_int(num_classes, "num_classes", or_none="for the four stage maps")
+    split_head = flag(split_head, "split_head")
+    channel_buffer_align = flag(channel_buffer_align, "channel_buffer_align")
 
     stage_size, h, w = [], height // 2, width // 2  # after the stem
     for s in strides:
@@ -219,12 +222,7 @@ def moat_config(
         if local_window_size is None:
             local = _default_local_window(stage_size[-1])
         else:
-            try:
-                local = tuple(int(v) for v in local_window_size)
-            except (TypeError, ValueError):
-                local = ()
-            if len(local) != 2:
-                raise ValueError(f"local_window_size must be a pair (wh, ww), got {local_window_size!r}")
+            local = positive_ints(local_window_size, "local_window_size", 2, "(wh, ww)")
         lo, hi = LOCAL_WINDOW_RANGE
         if not all(lo <= v <= hi for v in local):
             raise ValueError(f"local window sizes must lie in {lo}..{hi}, got {local}")
@@ -254,8 +252,8 @@ def moat_config(
         attention_mode=attention_mode,
         output_stride=output_stride,
         pe_type=_parse_pe_type(pe_type),
-        split_head=bool(split_head),
-        channel_buffer_align=bool(channel_buffer_align),
+        split_head=split_head,
+        channel_buffer_align=channel_buffer_align,
         mbconv_block_expand_ratio=mbconv_block_expand_ratio,
         moat_block_expand_ratio=moat_block_expand_ratio,
         head_dim=arch.head_dim,
@@ -292,10 +290,10 @@ class MOATBlock(nn.Module):
         super().__init__()
         if attention_mode not in ATTENTION_MODES:
             raise ValueError(f"attention_mode must be one of {ATTENTION_MODES}, got {attention_mode!r}")
-        if out_channels % head_dim:
+        if out_channels % positive_int(head_dim, "head_dim"):
             raise ValueError(f"out_channels={out_channels} is not a multiple of head_dim={head_dim}")
         self.attention_mode = attention_mode
-        self.window_size = tuple(window_size)
+        self.window_size = parse_window_size(window_size)
         self.mbconv = MBConv(in_channels, out_channels, stride=stride, expand_ratio=expand_ratio, se_ratio=None)
         self.attn_norm = LayerNormANE(out_channels)
         self.attention = WindowAttention(
@@ -330,6 +328,7 @@ class ClassifierHead(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int):
         super().__init__()
+        num_classes = positive_int(num_classes, "num_classes")
         self.norm = LayerNormANE(in_channels)
         self.fc = nn.Conv2d(in_channels, num_classes, kernel_size=1)
 

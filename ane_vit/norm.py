@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._checks import flag, positive_int
+
 __all__ = ["LayerNormANE"]
 
 
@@ -37,8 +39,8 @@ class LayerNormANE(nn.Module):
 
     def __init__(self, num_channels: int, eps: float = 1e-5, elementwise_affine: bool = True):
         super().__init__()
-        if not isinstance(num_channels, int) or isinstance(num_channels, bool) or num_channels <= 0:
-            raise ValueError(f"num_channels must be a positive int, got {num_channels!r}")
+        num_channels = positive_int(num_channels, "num_channels")
+        elementwise_affine = flag(elementwise_affine, "elementwise_affine")
         if not eps > 0:
             raise ValueError(f"eps must be > 0, got {eps!r}")
         self.num_channels = num_channels
@@ -56,6 +58,11 @@ class LayerNormANE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Shapes: ``x: (B, C, 1, S) -> (B, C, 1, S)``"""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(
+                f"LayerNormANE({self.num_channels}) expects a torch.Tensor of shape (B, {self.num_channels}, ...), "
+                f"e.g. (B, {self.num_channels}, 1, S); got {type(x).__name__}"
+            )
         if not torch.jit.is_tracing() and (x.dim() < 2 or x.shape[1] != self.num_channels):
             raise ValueError(
                 f"LayerNormANE({self.num_channels}) expects x of shape (B, {self.num_channels}, ...), "

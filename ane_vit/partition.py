@@ -13,27 +13,31 @@ from collections.abc import Sequence
 
 import torch
 
+from ._checks import positive_int, positive_ints
+
 __all__ = ["window_partition", "window_reverse", "check_window_size", "parse_window_size"]
 
 
 def parse_window_size(window_size: Sequence[int]) -> tuple[int, int]:
-    """``window_size`` as a pair ``(wh, ww)`` of positive ints.
+    """``window_size`` as a pair ``(wh, ww)`` of positive ints (the rule of ``ane_vit._checks``:
+    no float, bool or string is rounded or converted).
 
     Raises:
-        ValueError: naming what was given, if it is not a pair of positive ints.
+        TypeError: if it is not a sequence of two ints (e.g. ``(7.9, 8)``).
+        ValueError: for a wrong length or a side <= 0.
     """
-    try:
-        wh, ww = (int(v) for v in window_size)
-    except (TypeError, ValueError):
-        raise ValueError(f"window_size must be a pair (wh, ww) of positive ints, got {window_size!r}") from None
-    if wh <= 0 or ww <= 0:
-        raise ValueError(f"window_size must be positive, got {(wh, ww)}")
-    return wh, ww
+    return positive_ints(window_size, "window_size", 2, "(wh, ww)")
 
 
 def check_window_size(window_size: Sequence[int], height: int, width: int) -> tuple[int, int]:
-    """Validate ``window_size`` against a ``height x width`` map and return it as a tuple."""
+    """Validate ``window_size`` against a ``height x width`` map and return it as a tuple.
+
+    Raises:
+        TypeError, ValueError: as ``parse_window_size``, and for a ``height``/``width`` that is
+            not a positive int, or a window that does not divide the map.
+    """
     wh, ww = parse_window_size(window_size)
+    height, width = positive_int(height, "H"), positive_int(width, "W")
     if height % wh or width % ww:
         raise ValueError(
             f"window_size {(wh, ww)} does not divide the feature map {(height, width)}: "
@@ -53,6 +57,7 @@ def window_partition(x: torch.Tensor, window_size: Sequence[int]) -> torch.Tenso
 
     Raises:
         ValueError: if ``x`` is not rank 4 or the window does not divide ``(H, W)``.
+        TypeError: if ``window_size`` is not two ints (``(7.9, 8)`` is refused, not truncated).
     """
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
@@ -70,8 +75,9 @@ def window_reverse(windows: torch.Tensor, window_size: Sequence[int], H: int, W:
     Shapes: ``windows: (B*nW, wh, ww, C)`` or ``(B*nW, wh*ww, C) -> (B, H, W, C)``
 
     Raises:
-        ValueError: on a wrong rank, a window that does not divide ``(H, W)``, or a window
-            count that is not a multiple of ``nW``.
+        ValueError: on a wrong rank, ``H``/``W`` <= 0, a window that does not divide ``(H, W)``,
+            or a window count that is not a multiple of ``nW``.
+        TypeError: if ``window_size``, ``H`` or ``W`` is not made of ints.
     """
     if torch.jit.is_tracing():  # shapes are fixed while tracing; checks would only warn
         wh, ww = parse_window_size(window_size)

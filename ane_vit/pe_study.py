@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ._checks import positive_int
 from .attention import PEType, WindowAttention
 from .partition import parse_window_size
 from .plotting import OKABE_ITO
@@ -102,8 +103,7 @@ def rpe_bias_nbytes(window_size: Sequence[int], num_heads: int, bytes_per_value:
     Shapes: bias ``(heads, N_k, 1, N_q)`` with ``N = wh*ww``
     """
     wh, ww = parse_window_size(window_size)
-    if not isinstance(num_heads, int) or num_heads <= 0:
-        raise ValueError(f"num_heads must be a positive int, got {num_heads!r}")
+    num_heads = positive_int(num_heads, "num_heads")
     if bytes_per_value not in (2, 4):
         raise ValueError(f"bytes_per_value must be 2 (float16) or 4 (float32), got {bytes_per_value!r}")
     n = wh * ww

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.overrides import TorchFunctionMode
 
-__all__ = ["check_shape", "max_abs_error", "psnr", "assert_parity", "ParityReport", "randomize_"]
+__all__ = [
+    "check_shape",
+    "max_abs_error",
+    "psnr",
+    "assert_parity",
+    "ParityReport",
+    "randomize_",
+    "Float16Overflow",
+    "float16_storage_forward",
+]
 
 
 def _as_numpy(x) -> np.ndarray:
@@ -119,3 +130,83 @@ def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
         if isinstance(mod, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, LayerNormANE)) and getattr(mod, "weight", None) is not None:
             mod.weight.add_(1.0)  # scales around 1, as after training
     return module
+
+
+# --------------------------------------------------------------------------- float16 storage
+
+_FLOAT16_MAX = 65504.0
+
+
+@dataclass(frozen=True)
+class Float16Overflow:
+    """One op whose float32 result held finite values beyond float16's range (+-65504)."""
+
+    op: str
+    count: int
+    max_abs: float
+
+
+def _round_to_float16(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.float16).to(t.dtype)
+
+
+class _Float16Storage(TorchFunctionMode):
+    """Round the floating-point result of every torch function to float16, record overflows.
+
+    Inside the handler the mode is off, so ``.to()`` here is not intercepted. Views
+    (``reshape``, ``permute``...) are left alone: they alias a result that is rounded already.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.overflows: list[Float16Overflow] = []
+
+    def _round(self, func, value):
+        if isinstance(value, (list, tuple)):
+            return type(value)(self._round(func, v) for v in value)
+        if not isinstance(value, torch.Tensor) or value.dtype not in (torch.float32, torch.float64) or value._is_view():
+            return value
+        half = value.to(torch.float16)
+        if torch.isinf(half).any():  # checked on the float16 copy: half the bytes to read
+            overflow = torch.isinf(half) & torch.isfinite(value)
+            if overflow.any():
+                name = getattr(func, "__name__", str(func))
+                self.overflows.append(Float16Overflow(name, int(overflow.sum()), float(value[overflow].abs().max())))
+        return half.to(value.dtype)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return self._round(func, func(*args, **(kwargs or {})))
+
+
+@torch.no_grad()
+def float16_storage_forward(module: torch.nn.Module, *inputs: torch.Tensor):
+    """Run ``module`` in float32 as a float16 device would *store* its values.
+
+    The parameters and buffers are rounded to float16 values, in place (what
+    ``module.half()`` stores; the module stays float32), the inputs are rounded, and the
+    floating-point result of every torch function called during the forward pass (each
+    conv, einsum, softmax, add, mean...) is rounded to float16 before the next op reads it.
+    Arithmetic inside an op stays float32, which is also how a float16 CPU kernel or
+    ``ane_vit.interpret`` accumulates. A result beyond +-65504 becomes ``inf`` exactly as
+    in float16, and is recorded, so an overflow is caught even where a later op (a sigmoid,
+    a softmax) would hide it from the output.
+
+    Why: on CPUs without native float16 arithmetic PyTorch's float16 kernels are very slow
+    (a conv about 170x slower than in float32 on an AMD EPYC without AVX-512 FP16), so
+    ``module.half()`` of a large model takes many minutes; this costs about one float32
+    forward pass. It checks range and rounding, not a device's exact float16 arithmetic.
+
+    Returns:
+        ``(outputs, overflows)``: the module's outputs (float32 tensors holding float16
+        values) and a list of ``Float16Overflow`` (empty when every value fitted).
+
+    Shapes: as the module's.
+    """
+    for t in (*module.parameters(), *module.buffers()):
+        if t.is_floating_point():
+            t.copy_(_round_to_float16(t))
+    inputs = tuple(_round_to_float16(x) if x.is_floating_point() else x for x in inputs)
+    mode = _Float16Storage()
+    with mode:
+        outputs = module(*inputs)
+    return outputs, mode.overflows

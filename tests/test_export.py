@@ -169,6 +169,67 @@ def test_overwrite_replaces(tmp_path):
     assert read_metadata(path)["version"] == "2"
 
 
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_interrupted_overwrite_keeps_the_old_package(tmp_path, monkeypatch):
+    path = tmp_path / "m.mlpackage"
+    export_model(nn.Conv2d(3, 4, 1), torch.rand(1, 3, 8, 8), path, metadata={"version": "1"})
+    before = sorted(p.relative_to(path) for p in path.rglob("*"))
+
+    def partial_save(mlmodel, target):  # coremltools interrupted half-way through writing
+        (target / "Data").mkdir(parents=True)
+        (target / "Data" / "partial.bin").write_bytes(b"\0" * 100)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ex.save, "_save_package", partial_save)
+    with pytest.raises(KeyboardInterrupt):
+        export_model(nn.Conv2d(3, 4, 1), torch.rand(1, 3, 8, 8), path, metadata={"version": "2"}, overwrite=True)
+    assert read_metadata(path)["version"] == "1"
+    assert sorted(p.relative_to(path) for p in path.rglob("*")) == before
+    assert list(tmp_path.iterdir()) == [path]  # no temporary sibling left behind
+
+
+def test_failed_rename_puts_the_old_package_back(tmp_path, monkeypatch):
+    path = tmp_path / "m.mlpackage"
+    export_model(nn.Conv2d(3, 4, 1), torch.rand(1, 3, 8, 8), path, metadata={"version": "1"})
+    rename, calls = os.rename, []
+
+    def second_rename_fails(src, dst):
+        calls.append((src, dst))
+        if len(calls) == 2:  # the new package into place
+            raise OSError("disk went away")
+        rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", second_rename_fails)
+    with pytest.raises(OSError, match="disk went away"):
+        export_model(nn.Conv2d(3, 4, 1), torch.rand(1, 3, 8, 8), path, metadata={"version": "2"}, overwrite=True)
+    monkeypatch.undo()
+    assert read_metadata(path)["version"] == "1" and list(tmp_path.iterdir()) == [path]
+
+
+def test_overwrite_replaces_a_file_and_leaves_nothing_beside(tmp_path):
+    path = tmp_path / "m.mlpackage"
+    path.write_text("not a package")
+    export_model(nn.Conv2d(3, 4, 1), torch.rand(1, 3, 8, 8), path, metadata={"version": "3"}, overwrite=True)
+    assert path.is_dir() and read_metadata(path)["version"] == "3"
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_no_output_folder_until_the_package_is_saved(tmp_path, monkeypatch):
+    monkeypatch.setattr(ex.save, "to_mlprogram", _interrupt)  # Ctrl-C during the conversion
+    folder = tmp_path / "new" / "sub"
+    with pytest.raises(KeyboardInterrupt):
+        export_model(nn.Conv2d(3, 4, 1), torch.rand(1, 3, 8, 8), folder / "m.mlpackage")
+    assert list(tmp_path.iterdir()) == []  # was: an empty new/sub/ folder
+    monkeypatch.undo()
+    monkeypatch.setattr(ex.save, "_save_package", _interrupt)  # Ctrl-C while saving
+    with pytest.raises(KeyboardInterrupt):
+        export_model(nn.Conv2d(3, 4, 1), torch.rand(1, 3, 8, 8), folder / "m.mlpackage")
+    assert list(tmp_path.iterdir()) == []  # the folders made for the save are gone again
+
+
 def test_unwritable_folder_fails_before_conversion(tmp_path, monkeypatch):
     monkeypatch.setattr(ex.save, "to_mlprogram", _no_conversion)
     blocker = tmp_path / "a_file"
@@ -260,10 +321,10 @@ def test_cli_defaults_are_the_seeds_exports(tmp_path, capsys):
         for s in (512, 256)
     ]
     assert lines == [str(tmp_path / n) for n in names]
-    main(["--dry-run", "--arch", "tiny-moat-1", "--shape", "2", "3", "256", "128", "--attention-mode", "local",
+    main(["--dry-run", "--arch", "tiny-moat-1", "--shape", "2", "3", "256", "192", "--attention-mode", "local",
           "--attention-mode", "local", "--pe-type", "PEType.lepe_add", "--no-split-head"])
     assert capsys.readouterr().out.split() == [
-        os.path.join("exported_model", "tiny-moat-1_localAttn_batch2_256x128_PEType.LePE_ADD_split-head_False.mlpackage")
+        os.path.join("exported_model", "tiny-moat-1_localAttn_batch2_256x192_PEType.LePE_ADD_split-head_False.mlpackage")
     ]
 
 
@@ -282,6 +343,40 @@ def test_cli_usage_errors(argv, message, capsys):
         main(argv)
     assert err.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        # the global model was converted (about 2 minutes) before the local window was refused
+        (["--size", "256", "256", "--local-window", "5", "5"],
+         "tiny-moat-0, local attention, batch 1, 256x256: local window sizes must lie in 6..16, got (5, 5)"),
+        (["--size", "100", "100"],
+         "tiny-moat-0, global attention, batch 1, 100x100: image height and width must be positive multiples of 32, got (100, 100)"),
+        (["--size", "256", "256", "--size", "224", "224", "--attention-mode", "local"],
+         "tiny-moat-0, local attention, batch 1, 224x224: no default local window for a final feature map of (7, 7): "
+         "none of (6, 8, 10) divides 7; pass local_window_size or another input size"),
+        (["--num-classes", "0"],
+         "tiny-moat-0, global attention, batch 1, 512x512: num_classes must be a positive int, or None for the four stage maps; got 0"),
+    ],
+)
+def test_cli_checks_every_job_before_converting_anything(argv, message, dry_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(ex.save, "export_moat", _no_conversion)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as err:
+        main([*argv, *dry_run, "--output-dir", str(out)])
+    assert err.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"python -m ane_vit.export: error: {message}"
+    assert not out.exists()  # and no empty output folder
+
+
+def test_cli_interrupted_conversion_leaves_no_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(ex.save, "to_mlprogram", _interrupt)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        main(["--size", "256", "256", "--attention-mode", "global", "--output-dir", str(out)])
+    assert not out.exists()
 
 
 def test_cli_reports_build_errors(tmp_path, capsys):

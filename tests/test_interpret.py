@@ -9,6 +9,7 @@ settings that PyTorch does not produce (gelu modes, concat interleave, pad types
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -267,3 +268,137 @@ def test_deit_program_parity():
     assert {"layer_norm", "gelu", "einsum", "softmax", "conv"} <= _op_types(mlmodel)
     report = program_parity(model, x, model=mlmodel, min_psnr=60)
     assert report.psnr_db >= 60, report
+
+
+# --- bad input: large values, settings found before running, files that are not programs --
+
+
+def _reduction_reference(op: str, x: np.ndarray) -> np.ndarray:
+    """The op's definition over the last axis, in float64."""
+    x = x.astype(np.float64)
+    m = x.max(axis=-1, keepdims=True)
+    if op == "softmax":
+        e = np.exp(x - m)
+        return e / e.sum(axis=-1, keepdims=True)
+    if op == "layer_norm":
+        c = x - x.mean(axis=-1, keepdims=True)
+        return c / np.sqrt((c**2).mean(axis=-1, keepdims=True) + 1e-5)
+    return {
+        "reduce_log_sum_exp": lambda: np.log(np.exp(x - m).sum(axis=-1)) + m[..., 0],
+        "reduce_log_sum": lambda: np.log(x.sum(axis=-1)),
+        "reduce_sum_square": lambda: (x**2).sum(axis=-1),
+        "reduce_l2_norm": lambda: np.sqrt((x**2).sum(axis=-1)),
+        "reduce_l1_norm": lambda: np.abs(x).sum(axis=-1),
+        "reduce_mean": lambda: x.mean(axis=-1),
+        "reduce_sum": lambda: x.sum(axis=-1),
+    }[op]()
+
+
+_LARGE = {
+    np.float16: [[100, 99, 98], [60000, 30000, 40000], [65504, 65504, 65504], [11, 10, 12]],
+    np.float32: [[100, 99, 98], [1000, 999, 998], [1e20, 2e20, 3e20], [3e38, 3e38, 1e38], [1e-30, 2e-30, 3e-30]],
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize(
+    "op",
+    ["softmax", "reduce_log_sum_exp", "reduce_log_sum", "reduce_sum_square", "reduce_l2_norm",
+     "reduce_l1_norm", "reduce_mean", "reduce_sum", "layer_norm"],
+)
+def test_reductions_and_softmax_with_large_inputs(op, dtype):
+    # Each program computes in its own dtype; the definition is evaluated in float64 and
+    # rounded once to that dtype. A result past the dtype's range is inf on both sides
+    # (sum of squares of 60000s in float16); a finite one must not overflow on the way.
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.mil import types
+
+    for row in _LARGE[dtype]:
+        x = np.array([row], dtype)
+
+        def prog(x):
+            if op == "softmax":
+                return mb.softmax(x=x, axis=-1)
+            if op == "layer_norm":
+                return mb.layer_norm(x=x, axes=[-1], epsilon=dtype(1e-5))
+            return getattr(mb, op)(x=x, axes=[-1], keep_dims=False)
+
+        spec = [mb.TensorSpec(shape=x.shape, dtype=types.fp16 if dtype == np.float16 else types.fp32)]
+        (out,) = run_program(mb.program(input_specs=spec, opset_version=ct.target.iOS16)(prog), {"x": x}).values()
+        with np.errstate(over="ignore"):
+            expected = _reduction_reference(op, x).astype(dtype)
+        assert out.dtype == dtype
+        np.testing.assert_allclose(out, expected, rtol=1e-3 if dtype == np.float16 else 1e-6, err_msg=f"{op} of {row}")
+
+
+def test_log_sum_exp_of_the_issue():
+    from coremltools.converters.mil import Builder as mb
+
+    program = _mil(lambda x: mb.reduce_log_sum_exp(x=x, axes=[1]), (1, 3))
+    (out,) = run_program(program, {"x": np.array([[100, 99, 98]], np.float32)}).values()
+    assert out.shape == (1,) and round(float(out[0]), 2) == 100.41  # was inf
+
+
+def test_unsupported_settings_are_named_before_running(monkeypatch):
+    from coremltools.converters.mil import Builder as mb
+
+    def prog(x):
+        up = mb.upsample_nearest_neighbor(x=mb.relu(x=x), scale_factor_height=1.5, scale_factor_width=2.0)
+        rows = mb.reshape(x=x, shape=[2, 16])
+        picked = mb.gather(x=rows, indices=np.array([[0, 1], [1, 0]], np.int32), axis=1, batch_dims=1)
+        pooled = mb.max_pool(x=x, kernel_sizes=[3, 3], strides=[2, 2], pad_type="valid", ceil_mode=True)
+        return up, picked, pooled
+
+    program = _mil(prog, (1, 2, 4, 4))
+    ran = []
+    from ane_vit.interpret import op_table
+
+    monkeypatch.setitem(op_table._OPS, "relu", lambda a: ran.append("relu") or np.maximum(a["x"], 0))
+    message = (
+        "the ML Program uses 3 op type(s) or op setting(s) that ane_vit.interpret does not support: "
+        "gather(batch_dims=1), max_pool(ceil_mode=True), upsample_nearest_neighbor(scale_factor_height=1.5) "
+        "(see ane_vit.interpret.SUPPORTED_OPS)"
+    )
+    with pytest.raises(UnsupportedOpError, match="^" + re.escape(message) + "$"):
+        run_program(program, {"x": np.zeros((1, 2, 4, 4), np.float32)})
+    assert ran == []  # nothing ran before the error (was: a RuntimeError from the op, mid-run)
+
+
+def test_files_that_are_not_programs(tmp_path):
+    x = {"x": np.zeros((1, 3, 8, 8), np.float32)}
+    text = tmp_path / "notes.mlpackage"
+    text.write_text("not a model")
+    with pytest.raises(ValueError) as info:  # was: a protobuf DecodeError
+        run_program(text, x)
+    assert str(info.value).startswith(
+        f"expected a Core ML ML Program (.mlpackage) at {str(text)!r}; coremltools could not read it (DecodeError: "
+    )
+    empty = tmp_path / "empty.mlpackage"
+    empty.mkdir()
+    with pytest.raises(ValueError) as info:  # was: a RuntimeError about a manifest
+        run_program(empty, x)
+    assert str(info.value).startswith(f"expected a Core ML ML Program (.mlpackage) at {str(empty)!r}")
+
+
+def _truncated_package(tmp_path):
+    path = tmp_path / "m.mlpackage"
+    to_mlprogram(nn.Conv2d(3, 64, 3), torch.rand(1, 3, 8, 8)).save(str(path))
+    (weights,) = path.rglob("weight.bin")
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return path, weights.parent
+
+
+@pytest.mark.parametrize("reader", ["run_program", "analyze"])
+def test_truncated_weight_file_names_the_package(tmp_path, reader):
+    from ane_vit.analysis import analyze
+
+    path, weights_dir = _truncated_package(tmp_path)
+    message = (
+        f"cannot read the ML Program at {str(path)!r}: rebuilding it from its weights in {str(weights_dir)!r} "
+        "failed (ValueError: index out of bounds); is the weight file truncated or corrupt?"
+    )
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):  # was: "index out of bounds" alone
+        if reader == "analyze":
+            analyze(path)
+        else:
+            run_program(path, {"x": np.zeros((1, 3, 8, 8), np.float32)})

@@ -50,7 +50,7 @@ def test_rpe_bias_nbytes_matches_the_gathered_bias():
     "args, message",
     [
         (((8,), 2), "window_size must be a pair"),
-        (((0, 8), 2), "window_size must be positive"),
+        (((0, 8), 2), r"window_size must be a pair \(wh, ww\) of positive ints, got \(0, 8\): 0 is not positive"),
         (((8, 8), 0), "num_heads must be a positive int, got 0"),
         (((8, 8), 2, 3), "bytes_per_value must be 2 .* or 4 .*, got 3"),
     ],

@@ -293,7 +293,13 @@ def _load_program(model_or_path: ModelLike) -> tuple[Any, Any, str]:
         # from it (pure Python, works on any OS) with the weights from the package.
         from coremltools.converters.mil.frontend.milproto.load import load as milproto_load
 
-        prog = milproto_load(spec, spec.specificationVersion, model.weights_dir or "")
+        try:
+            prog = milproto_load(spec, spec.specificationVersion, model.weights_dir or "")
+        except Exception as err:  # e.g. "index out of bounds" from a truncated weight file
+            raise ValueError(
+                f"cannot read the ML Program at {source!r}: rebuilding it from its weights in "
+                f"{model.weights_dir!r} failed ({type(err).__name__}: {err}); is the weight file truncated or corrupt?"
+            ) from err
     return prog, spec, source
 
 

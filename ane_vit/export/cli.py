@@ -56,7 +56,7 @@ def _build_parser(archs: Sequence[str]) -> argparse.ArgumentParser:
     parser.add_argument("--no-split-head", action="store_true", help="one fused softmax over all heads instead of one per head")
     parser.add_argument("--image-input", action="store_true", help="RGB image input, ImageNet normalisation inside the model")
     parser.add_argument("--overwrite", action="store_true", help="replace existing .mlpackage files")
-    parser.add_argument("--dry-run", action="store_true", help="list the files that would be written, convert nothing")
+    parser.add_argument("--dry-run", action="store_true", help="check every job and list the files that would be written; convert nothing")
     return parser
 
 
@@ -97,11 +97,30 @@ def _plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[dic
     return jobs
 
 
+def _validate(jobs: list[dict], parser: argparse.ArgumentParser) -> None:
+    """Check every job's model arguments with ``moat_config`` (cheap: no model is built),
+    so that a bad size or window is reported before the first, slow conversion."""
+    from ..moat import moat_config
+
+    for job in jobs:
+        try:
+            moat_config(
+                shape=job["shape"], base_arch=job["base_arch"], attention_mode=job["attention_mode"],
+                split_head=job["split_head"], local_window_size=job["local_window_size"],
+                pe_type=job["pe_type"], num_classes=job["num_classes"],
+            )
+        except (TypeError, ValueError) as err:
+            b, _, h, w = job["shape"]
+            parser.error(f"{job['base_arch']}, {job['attention_mode']} attention, batch {b}, {h}x{w}: {err}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m ane_vit.export [options]``; returns the exit status.
 
-    Usage errors (unknown option, unwritable folder, existing file without
-    ``--overwrite``) exit with status 2 before anything is converted.
+    Usage errors (unknown option, a size or window that a job's model does not accept,
+    unwritable folder, existing file without ``--overwrite``) exit with status 2 before
+    anything is converted; ``--dry-run`` checks the same (the files aside) and lists the
+    files. The output folder is created only when the first package is saved.
     """
     os.environ.setdefault("TQDM_DISABLE", "1")
     from ..moat import ARCHITECTURES
@@ -109,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser(sorted(ARCHITECTURES))
     args = parser.parse_args(argv)
     jobs = _plan(args, parser)
+    _validate(jobs, parser)
     if args.dry_run:
         for job in jobs:
             print(job["path"])

@@ -7,6 +7,8 @@ the shape check, the default path and the fail-fast check of the output folder.
 
 from __future__ import annotations
 
+import errno
+import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Any
 
 from torch import nn
 
+from .._checks import positive_ints
 from ..attention import PEType
 
 
@@ -28,10 +31,7 @@ def _pe_label(pe_type: PEType | str) -> str:
 
 
 def _check_shape(shape: Sequence[int]) -> tuple[int, int, int, int]:
-    shape = tuple(shape)
-    if len(shape) != 4 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
-        raise ValueError(f"shape must be 4 positive ints (B, C, H, W), got {shape!r}")
-    return shape  # type: ignore[return-value]
+    return positive_ints(shape, "shape", 4, "(B, C, H, W)")  # type: ignore[return-value]
 
 
 def default_filename(config: Any, shape: Sequence[int]) -> str:
@@ -76,13 +76,26 @@ def _resolve_path(path, model: nn.Module, config: Any, shape: Sequence[int]) -> 
 
 
 def _check_target(path: Path, overwrite: bool) -> None:
-    """Fail fast, before the slow conversion: existing file, or a folder we cannot write."""
+    """Fail fast, before the slow conversion: existing file, or a folder we cannot write.
+
+    Creates nothing: a missing folder is checked through its nearest existing parent, and
+    is made only when the package is saved (``ane_vit.export.save``), so a failed or
+    interrupted export leaves no empty folder behind.
+    """
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True / --overwrite to replace it")
     folder = path.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
+        if folder.is_dir():
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+            return
+        parent = folder
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"{parent} is a file, not a folder")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, f"{parent} is not writable")
     except OSError as err:
         raise OSError(err.errno, f"cannot write to the output folder ({err.strerror}); choose another folder", str(folder)) from err

@@ -5,6 +5,8 @@ by architecture name, under the seed's file-name scheme). Re-exported by ``ane_v
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,6 +67,9 @@ def export_model(
         compute_precision: ``"float16"`` (ANE) or ``"float32"``.
         overwrite: replace an existing package; without it an existing path raises
             ``FileExistsError`` (checked before converting, as is a folder we cannot write).
+            The package is written to a temporary folder beside it and renamed into place,
+            so an interrupted overwrite keeps the old package; the output folder is
+            created only then.
         metadata: extra entries; ``author``, ``short_description``, ``version``, ``license``
             set the standard fields, other keys are added to the user-defined metadata.
 
@@ -112,10 +117,49 @@ def export_model(
     )
     if target.exists() and not overwrite:  # appeared during the conversion
         raise FileExistsError(f"{target} already exists; pass overwrite=True / --overwrite to replace it")
-    if target.is_file():  # overwrite=True; coremltools replaces a package folder itself
-        target.unlink()
-    mlmodel.save(str(target))
+    _save_atomically(mlmodel, target)
     return target
+
+
+def _save_package(mlmodel, path: Path) -> None:
+    """coremltools' save (its own step, so a test can interrupt it)."""
+    mlmodel.save(str(path))
+
+
+def _save_atomically(mlmodel, target: Path) -> None:
+    """Save into a hidden temporary folder next to ``target``, then rename into place.
+
+    coremltools' own save deletes an existing package before it copies the new one in, so
+    an interruption during an overwrite would lose the old model. Here the old package is
+    only moved aside (and deleted) once the new one is complete; both renames stay inside
+    one folder, hence one file system. An interrupted or failed save leaves the old
+    package as it was and no temporary folder behind. The output folder is created here,
+    at the last moment, and removed again if this save fails and leaves it empty.
+    """
+    made = [p for p in (target.parent, *target.parent.parents) if not p.exists()]  # deepest first
+    target.parent.mkdir(parents=True, exist_ok=True)
+    saved = False
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        new, old = staging / target.name, staging / "replaced"
+        _save_package(mlmodel, new)
+        if target.exists() or target.is_symlink():
+            os.rename(target, old)  # the old package (or file) moves aside, still whole
+            try:
+                os.rename(new, target)
+            except BaseException:
+                os.rename(old, target)  # put it back
+                raise
+        else:
+            os.rename(new, target)
+        saved = True
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # the partial new package, or the replaced old one
+        for folder in made if not saved else ():
+            try:
+                folder.rmdir()  # only if still empty
+            except OSError:
+                break
 
 
 def export_moat(

@@ -12,8 +12,11 @@ as a float16 device does. Inside one op the arithmetic is float32: elementwise o
 (``add``, ``mul``, ``real_div``, ``sqrt``...) are then exactly IEEE float16 arithmetic (one
 correctly rounded result); reductions and contractions (``conv``, ``matmul``, ``einsum``,
 ``linear``, ``reduce_*``, ``softmax``, ``layer_norm``...) accumulate in float32 and round
-once to float16. That approximates hardware that accumulates in a wider format and rounds
-at the op's output; what the Neural Engine does inside an op is not documented.
+once to float16. Reductions whose intermediates can overflow on the way to a representable
+result (log-sum-exp, the L2 norm, the mean, layer and instance norm) subtract the maximum or
+scale by the largest magnitude, as numerically careful kernels do. That approximates
+hardware that accumulates in a wider format and rounds at the op's output; what the Neural
+Engine does inside an op is not documented.
 
 What this does NOT prove: it is not the Neural Engine (nor Core ML's CPU or GPU backends).
 Devices accumulate in their own order and precision, fuse ops, may run some ops in float32
@@ -35,7 +38,7 @@ import numpy as np
 import torch
 
 from ..testing import ParityReport, assert_parity
-from .op_table import _OPS
+from .op_table import _OPS, _SETTINGS
 from .ops import _Args, _out_shape
 
 __all__ = [
@@ -57,8 +60,8 @@ class UnsupportedOpError(ValueError):
     def __init__(self, op_types: Sequence[str]):
         self.op_types = tuple(sorted(set(op_types)))
         super().__init__(
-            f"the ML Program uses {len(self.op_types)} op type(s) that ane_vit.interpret does not "
-            f"support: {', '.join(self.op_types)} (see ane_vit.interpret.SUPPORTED_OPS)"
+            f"the ML Program uses {len(self.op_types)} op type(s) or op setting(s) that ane_vit.interpret "
+            f"does not support: {', '.join(self.op_types)} (see ane_vit.interpret.SUPPORTED_OPS)"
         )
 
 
@@ -86,9 +89,19 @@ def load_program(model):
     if isinstance(model, (str, os.PathLike)):
         import coremltools as ct
 
-        if not os.path.exists(model):
-            raise ValueError(f"no such .mlpackage: {os.fspath(model)!r}")
-        model = ct.models.MLModel(os.fspath(model), skip_model_load=True)
+        path = os.fspath(model)
+        if not os.path.exists(path):
+            raise ValueError(f"no such .mlpackage: {path!r}")
+        try:
+            model = ct.models.MLModel(path, skip_model_load=True)
+        except Exception as err:  # e.g. a protobuf DecodeError for a file that is not a model
+            raise ValueError(
+                f"expected a Core ML ML Program (.mlpackage) at {path!r}; coremltools could not read it "
+                f"({type(err).__name__}: {err})"
+            ) from err
+        source = path
+    else:
+        source = "MLModel (in memory)"
     prog = getattr(model, "_mil_program", None)
     if prog is not None:
         return prog
@@ -99,7 +112,13 @@ def load_program(model):
         raise ValueError(f"model must be an ML Program (mlprogram), got a {spec.WhichOneof('Type')} model")
     from coremltools.converters.mil.frontend.milproto.load import load
 
-    return load(model_spec=spec, specification_version=spec.specificationVersion, file_weights_dir=model.weights_dir)
+    try:
+        return load(model_spec=spec, specification_version=spec.specificationVersion, file_weights_dir=model.weights_dir)
+    except Exception as err:  # e.g. "index out of bounds" from a truncated weight file
+        raise ValueError(
+            f"cannot read the ML Program at {source!r}: rebuilding it from its weights in "
+            f"{model.weights_dir!r} failed ({type(err).__name__}: {err}); is the weight file truncated or corrupt?"
+        ) from err
 
 
 def _main(model):
@@ -109,13 +128,22 @@ def _main(model):
     return prog.functions["main"]
 
 
+def _setting(value):
+    return value.item() if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0) else value
+
+
 def _unsupported(func) -> list[str]:
+    """Unsupported op types, and supported ones with a setting (a const input) that
+    ``run_program`` does not implement, shown as ``op_type(name=value)``."""
     found = set()
     for op in func.operations:
         if op.op_type not in SUPPORTED_OPS:
             found.add(op.op_type)
-        elif op.op_type in ("avg_pool", "max_pool") and op.inputs.get("ceil_mode") is not None and bool(op.inputs["ceil_mode"].val):
-            found.add(f"{op.op_type}(ceil_mode=True)")
+        for name, ok in _SETTINGS.get(op.op_type, {}).items():
+            var = op.inputs.get(name)
+            value = None if var is None else _setting(var.val)
+            if value is not None and not ok(value):  # None: absent or computed at run time
+                found.add(f"{op.op_type}({name}={value!r})")
         if getattr(op, "blocks", None):
             found.add(f"{op.op_type}(nested blocks)")
     return sorted(found)

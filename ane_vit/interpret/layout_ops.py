@@ -79,6 +79,10 @@ def _slice_by_size(a: _Args) -> np.ndarray:
     return x[tuple(sl)]
 
 
+#: MIL pad modes other than constant, as numpy names them (checked before a run).
+_PAD_MODES = {"replicate": "edge", "reflect": "reflect"}
+
+
 def _pad(a: _Args) -> np.ndarray:
     x = np.asarray(a["x"])
     p = _ints(a["pad"])
@@ -86,7 +90,7 @@ def _pad(a: _Args) -> np.ndarray:
     mode = str(a.get("mode", "constant"))
     if mode == "constant":
         return np.pad(x, widths, constant_values=float(a.get("constant_val", 0.0)))
-    return np.pad(x, widths, mode={"replicate": "edge", "reflect": "reflect"}[mode])
+    return np.pad(x, widths, mode=_PAD_MODES[mode])
 
 
 def _gather(a: _Args) -> np.ndarray:

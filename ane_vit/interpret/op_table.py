@@ -11,6 +11,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .layout_ops import (
+    _PAD_MODES,
     _concat,
     _expand_dims,
     _gather,
@@ -23,6 +24,8 @@ from .layout_ops import (
     _upsample_nearest,
 )
 from .ops import (
+    _GELU_MODES,
+    _PAD_TYPES,
     _Args,
     _batch_norm,
     _conv,
@@ -32,9 +35,13 @@ from .ops import (
     _gelu,
     _instance_norm,
     _ints,
+    _l2_norm,
     _layer_norm,
     _linear,
+    _log_sum,
+    _log_sum_exp,
     _matmul,
+    _mean,
     _pool,
     _reduce,
     _reduce_arg,
@@ -115,15 +122,16 @@ _OPS: dict[str, Callable[[_Args], object]] = {
     "instance_norm": _instance_norm,
     "avg_pool": lambda a: _pool(a, "avg"),
     "max_pool": lambda a: _pool(a, "max"),
-    "reduce_mean": _reduce(lambda x, ax, k: x.mean(axis=ax, keepdims=k)),
+    "reduce_mean": _reduce(_mean),
     "reduce_sum": _reduce(lambda x, ax, k: x.sum(axis=ax, keepdims=k)),
     "reduce_max": _reduce(lambda x, ax, k: x.max(axis=ax, keepdims=k)),
     "reduce_min": _reduce(lambda x, ax, k: x.min(axis=ax, keepdims=k)),
     "reduce_prod": _reduce(lambda x, ax, k: x.prod(axis=ax, keepdims=k)),
     "reduce_sum_square": _reduce(lambda x, ax, k: np.square(x).sum(axis=ax, keepdims=k)),
     "reduce_l1_norm": _reduce(lambda x, ax, k: np.abs(x).sum(axis=ax, keepdims=k)),
-    "reduce_l2_norm": _reduce(lambda x, ax, k: np.sqrt(np.square(x).sum(axis=ax, keepdims=k))),
-    "reduce_log_sum_exp": _reduce(lambda x, ax, k: np.log(np.exp(x).sum(axis=ax, keepdims=k))),
+    "reduce_l2_norm": _reduce(_l2_norm),
+    "reduce_log_sum": _reduce(_log_sum),
+    "reduce_log_sum_exp": _reduce(_log_sum_exp),
     "reduce_argmax": _reduce_arg(np.argmax),
     "reduce_argmin": _reduce_arg(np.argmin),
     # layout
@@ -140,4 +148,27 @@ _OPS: dict[str, Callable[[_Args], object]] = {
     "tile": lambda a: np.tile(a["x"], _ints(a["reps"])),
     "gather": _gather,
     "upsample_nearest_neighbor": _upsample_nearest,
+}
+
+
+def _integral(v) -> bool:
+    return float(v) == int(float(v))
+
+
+def _pad_type_ok(v) -> bool:
+    return str(v).lower() in _PAD_TYPES
+
+
+#: Op settings (const inputs) that the implementations above support, by op type: input
+#: name -> test of its value. ``ane_vit.interpret`` checks every op against this before it
+#: runs anything, so an unsupported setting is reported with the unsupported op types, not
+#: discovered half-way through a run.
+_SETTINGS: dict[str, dict[str, Callable[[object], bool]]] = {
+    "conv": {"pad_type": _pad_type_ok},
+    "avg_pool": {"pad_type": _pad_type_ok, "ceil_mode": lambda v: not bool(v)},
+    "max_pool": {"pad_type": _pad_type_ok, "ceil_mode": lambda v: not bool(v)},
+    "gelu": {"mode": lambda v: str(v) in _GELU_MODES},
+    "pad": {"mode": lambda v: str(v) == "constant" or str(v) in _PAD_MODES},
+    "gather": {"batch_dims": lambda v: int(v) == 0},
+    "upsample_nearest_neighbor": {"scale_factor_height": _integral, "scale_factor_width": _integral},
 }

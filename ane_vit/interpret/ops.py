@@ -57,6 +57,11 @@ def _out_shape(op, i: int = 0) -> tuple[int, ...] | None:
         return None
 
 
+#: Settings the conv/pool and gelu implementations understand (checked before a run).
+_PAD_TYPES = ("valid", "same", "same_lower", "custom")
+_GELU_MODES = ("EXACT", "TANH_APPROXIMATION", "SIGMOID_APPROXIMATION")
+
+
 def _spatial_pads(pad_type: str, pad, in_sizes, kernel, strides, dilations) -> list[tuple[int, int]]:
     """(before, after) padding per spatial axis, as MIL's conv/pool ``pad_type`` defines it."""
     pad_type = str(pad_type).lower()
@@ -182,6 +187,69 @@ def _reduce_arg(fn: Callable) -> Callable:
     return run
 
 
+# Reductions that could overflow float32 on the way to a representable result: the exp of a
+# large input, or the square or sum of inputs near float32's limit. Each computes the
+# direct formula and, only where that is not finite for finite inputs, redoes it on the
+# input divided by its largest magnitude (``s``) and puts the scale back; the log-sum-exp
+# always subtracts the maximum, as softmax does.
+
+
+def _max_abs(x: np.ndarray, axes, keepdims: bool = True) -> np.ndarray:
+    s = np.max(np.abs(x), axis=axes, keepdims=keepdims)
+    return np.where((s > 0) & np.isfinite(s), s, 1.0).astype(x.dtype)  # 1: leave zeros and infs as they are
+
+
+def _overflowed(result: np.ndarray, x: np.ndarray) -> bool:
+    return not np.all(np.isfinite(result)) and bool(np.all(np.isfinite(x)))
+
+
+def _log_sum_exp(x: np.ndarray, axes, keep: bool) -> np.ndarray:
+    m = np.max(x, axis=axes, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0).astype(x.dtype)  # all -inf (or an inf): no shift
+    out = m + np.log(np.exp(x - m).sum(axis=axes, keepdims=True))
+    return out if keep else np.squeeze(out, axis=axes)
+
+
+def _log_sum(x: np.ndarray, axes, keep: bool) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        out = np.log(x.sum(axis=axes, keepdims=keep))
+    if _overflowed(out, x) and np.all(x >= 0):  # sum past float32's limit, log of it is not
+        s = _max_abs(x, axes)
+        out = np.log(s) + np.log((x / s).sum(axis=axes, keepdims=True))
+        out = out if keep else np.squeeze(out, axis=axes)
+    return out
+
+
+def _l2_norm(x: np.ndarray, axes, keep: bool) -> np.ndarray:
+    s = _max_abs(x, axes)  # always scaled: squares can overflow, or underflow to 0, in float32
+    out = s * np.sqrt(np.square(x / s).sum(axis=axes, keepdims=True))
+    return out if keep else np.squeeze(out, axis=axes)
+
+
+def _mean(x: np.ndarray, axes, keep: bool) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        out = x.mean(axis=axes, keepdims=keep)
+    if _overflowed(out, x):  # the sum past float32's limit, the mean is not
+        s = _max_abs(x, axes)
+        out = s * (x / s).mean(axis=axes, keepdims=True)
+        out = out if keep else np.squeeze(out, axis=axes)
+    return out
+
+
+def _normalise(x: np.ndarray, axes, eps: float) -> np.ndarray:
+    """``(x - mean) / sqrt(var + eps)`` over ``axes``; scale-safe (the layer- and instance-norm core)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        centred = x - x.mean(axis=axes, keepdims=True)
+        var = np.mean(np.square(centred), axis=axes, keepdims=True)
+    if _overflowed(var, x):  # squares past float32's limit: norm(x, eps) = norm(x / s, eps / s^2)
+        s = _max_abs(x, axes)
+        x = x / s
+        centred = x - x.mean(axis=axes, keepdims=True)
+        var = np.mean(np.square(centred), axis=axes, keepdims=True)
+        eps = eps / s / s  # not eps / s**2: s**2 may overflow
+    return centred / np.sqrt(var + eps)
+
+
 def _softmax(a: _Args) -> np.ndarray:
     x = _f32(a["x"])
     axis = int(a.get("axis", -1))
@@ -194,9 +262,7 @@ def _layer_norm(a: _Args) -> np.ndarray:
     axes = a.get("axes")
     axes = tuple(range(x.ndim)) if axes is None else _axes(axes, x.ndim)
     norm_shape = [x.shape[i] if i in axes else 1 for i in range(x.ndim)]
-    centred = x - x.mean(axis=axes, keepdims=True)
-    var = np.mean(np.square(centred), axis=axes, keepdims=True)
-    y = centred / np.sqrt(var + float(a.get("epsilon", 1e-5)))
+    y = _normalise(x, axes, float(a.get("epsilon", 1e-5)))
     if a.get("gamma") is not None:
         y = y * _f32(a["gamma"]).reshape(norm_shape)
     if a.get("beta") is not None:
@@ -221,8 +287,7 @@ def _batch_norm(a: _Args) -> np.ndarray:
 def _instance_norm(a: _Args) -> np.ndarray:
     x = _f32(a["x"])
     axes = tuple(range(2, x.ndim))
-    centred = x - x.mean(axis=axes, keepdims=True)
-    y = centred / np.sqrt(np.mean(np.square(centred), axis=axes, keepdims=True) + float(a.get("epsilon", 1e-5)))
+    y = _normalise(x, axes, float(a.get("epsilon", 1e-5)))
     if a.get("gamma") is not None:
         y = y * _channel(a["gamma"], x)
     if a.get("beta") is not None:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .._checks import flag, positive_int
 from ..attention import PEType, _parse_pe_type, relative_position_index
 from ..partition import check_window_size, parse_window_size
 
@@ -61,10 +62,12 @@ class ReferenceWindowAttention(nn.Module):
         pe_type: PEType | str = PEType.LePE_ADD,
     ):
         super().__init__()
+        dim, num_heads = positive_int(dim, "dim"), positive_int(num_heads, "num_heads")
+        qkv_bias = flag(qkv_bias, "qkv_bias")
         if dim % num_heads:
             raise ValueError(f"num_heads={num_heads} must divide dim={dim}")
         self.dim = dim
-        self.window_size = tuple(int(v) for v in window_size)
+        self.window_size = parse_window_size(window_size)
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = qk_scale if qk_scale is not None else self.head_dim**-0.5

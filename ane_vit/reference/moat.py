@@ -18,6 +18,7 @@ from torch import nn
 from ..attention import PEType
 from ..layers import ConvStem, MBConv
 from ..moat import MOATConfig, moat_config
+from ..partition import parse_window_size
 from .attention import ReferenceWindowAttention, window_partition_6d, window_reverse_6d
 
 __all__ = ["ReferenceMOATBlock", "ReferenceClassifierHead", "ReferenceMOAT", "build_reference_model"]
@@ -42,7 +43,7 @@ class ReferenceMOATBlock(nn.Module):
     ):
         super().__init__()
         self.attention_mode = attention_mode
-        self.window_size = tuple(window_size)
+        self.window_size = parse_window_size(window_size)
         self.mbconv = MBConv(in_channels, out_channels, stride=stride, expand_ratio=expand_ratio, se_ratio=None)
         self.attn_norm = nn.LayerNorm(out_channels, eps=1e-5)
         self.attention = ReferenceWindowAttention(
