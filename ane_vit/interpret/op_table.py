@@ -141,3 +141,10 @@ _OPS: dict[str, Callable[[_Args], object]] = {
     "gather": _gather,
     "upsample_nearest_neighbor": _upsample_nearest,
 }
+
+# ---------------------------------------------------------------------------------------
+# Compressed programs: constexpr_* weight expansion and activation quantize/dequantize
+# (ane_vit.interpret.constexpr_ops).
+from .constexpr_ops import CONSTEXPR_OPS  # noqa: E402
+
+_OPS.update(CONSTEXPR_OPS)
