@@ -152,3 +152,21 @@ def test_cli_errors_are_clear(programs, tmp_path, capsys, argv, message):
         main([str(programs["iOS16"]), *argv, "-o", str(tmp_path / "out.mlpackage")])
     assert err.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_w8a8_inserts_calibrated_quantize_pairs_that_the_interpreter_runs(programs):
+    rng = np.random.default_rng(1)
+    samples = [{"x": rng.standard_normal((1, 64, 8, 8)).astype(np.float32)} for _ in range(3)]
+    ranges = compress.activation_ranges(programs["iOS16"], samples)
+    lows = min(float(s["x"].astype(np.float16).min()) for s in samples)
+    assert ranges["x"]["rmin"] == lows  # the input's range over all samples
+    out = compress.quantize_activations(programs["iOS16"], samples)
+    types = [op.op_type for op in load_program(out).functions["main"].operations]
+    assert types.count("quantize") >= 1 and types.count("dequantize") >= 1
+    assert "constexpr_affine_dequantize" in types  # int8 weights too
+    assert compress.compression_record(out)["method"] == "w8a8"
+    (ref,) = run_program(programs["iOS16"], samples[0]).values()
+    (got,) = run_program(out, samples[0]).values()
+    assert 25 < psnr(ref, got) < 200
+    with pytest.raises(ValueError, match="samples is empty"):
+        compress.activation_ranges(programs["iOS16"], [])

@@ -3,6 +3,8 @@
 * ``methods``: ``palettize``, ``quantize_int8``, ``quantize_int4_block``, ``prune_magnitude``,
   ``prune_n_m`` (each returns a new ``MLModel`` that records what was done in its metadata),
   ``compression_record``, ``weight_sparsity`` and the OS each method needs (``METHOD_TARGETS``);
+* ``activations``: ``quantize_activations`` (W8A8: int8 activations calibrated with
+  ``ane_vit.interpret``, the Linux stand-in for Core ML's predict-based calibration);
 * ``cli``: ``python -m ane_vit.compress IN.mlpackage --palettize 4 -o OUT.mlpackage``.
 
 Everything here runs on Linux; running a compressed program needs macOS (or
@@ -12,6 +14,7 @@ Everything here runs on Linux; running a compressed program needs macOS (or
 
 from __future__ import annotations
 
+from .activations import activation_ranges, quantize_activations
 from .cli import main
 from .methods import (
     METHOD_TARGETS,
@@ -37,5 +40,7 @@ __all__ = [
     "compression_record",
     "record_summary",
     "weight_sparsity",
+    "activation_ranges",
+    "quantize_activations",
     "main",
 ]

@@ -44,7 +44,10 @@ COMPRESSIONS: dict[str, tuple[str, dict]] = {
     "prune 50 %": ("prune", {"sparsity": 0.5}),
     "prune 75 %": ("prune", {"sparsity": 0.75}),
     "prune 2:4": ("prune-n:m", {"n": 2, "m": 4}),
+    "W8A8, calibrated on 160 training images": ("w8a8", {}),
 }
+#: Training images whose activation ranges calibrate W8A8 (ane_vit.compress.quantize_activations).
+CALIBRATION_IMAGES = 160
 _IOS18 = {"palettize-grouped", "int4-block"}
 #: Batch of the programs ``evaluate`` exports (the weights do not depend on it).
 PROGRAM_BATCH = 40
@@ -98,14 +101,26 @@ def export_digits(model: nn.Module, path: str | os.PathLike, target: str = "iOS1
     )
 
 
-def compress_program(source, method: str, **kwargs):
-    """Apply one ``ane_vit.compress`` method by its name in ``METHOD_TARGETS``; returns the ``MLModel``."""
+def compress_program(source, method: str, calibration: torch.Tensor | None = None, **kwargs):
+    """Apply one ``ane_vit.compress`` method by its name in ``METHOD_TARGETS``; returns the ``MLModel``.
+
+    ``calibration`` (images ``(N, 3, 64, 64)``, N a multiple of the program's batch) is needed by ``w8a8``.
+    """
     from .. import compress
 
     functions = {
         "palettize": compress.palettize, "int8": compress.quantize_int8, "int4-block": compress.quantize_int4_block,
         "prune": compress.prune_magnitude, "prune-n:m": compress.prune_n_m,
     }
+    if method == "w8a8":
+        if calibration is None:
+            raise ValueError("w8a8 needs calibration images")
+        from ..interpret import load_program
+
+        (name, var), = load_program(compress.methods._load(source)).functions["main"].inputs.items()
+        batch = int(var.shape[0])
+        samples = [{name: calibration[i:i + batch].numpy()} for i in range(0, len(calibration) - batch + 1, batch)]
+        return compress.quantize_activations(source, samples)
     if method not in functions:
         raise ValueError(f"method must be one of {sorted(functions)}, got {method!r}")
     return functions[method](source, **kwargs)
@@ -137,12 +152,12 @@ def evaluate(
         compressed: also measure the compressed programs.
         log: called with one line per finished stage.
     """
-    from ..export.metadata import _dist_version, package_nbytes
     from .. import __version__
     from .. import compress as compress_mod
+    from ..export.metadata import _dist_version, package_nbytes
 
     log = log or (lambda _: None)
-    _, _, x, y = load_data()
+    x_train, _, x, y = load_data()
     if limit is not None:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 10:
             raise ValueError(f"limit must be an int >= 10 (images, 10 classes), got {limit!r}")
@@ -168,7 +183,7 @@ def evaluate(
         for name, (method, kwargs) in (COMPRESSIONS.items() if compressed else ()):
             source = programs["iOS18" if method in _IOS18 or (method == "palettize" and "group_size" in kwargs) else "iOS16"]
             family = "palettize-grouped" if "group_size" in kwargs else method
-            out = compress_program(source, method, **kwargs)
+            out = compress_program(source, method, calibration=x_train[:CALIBRATION_IMAGES], **kwargs)
             path = folder / f"digits_{name.replace(' ', '_').replace(',', '').replace('%', 'pct').replace(':', '-')}.mlpackage"
             out.save(str(path))
             extra = {"bytes": package_nbytes(path), "method": family, "minimum_target": compress_mod.METHOD_TARGETS[family],
