@@ -54,6 +54,28 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _study(argv: Sequence[str]) -> int:
+    """``python -m ane_vit.compress study [-o FILE] [--overwrite]``: every method on tiny-moat-0 at 256."""
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m ane_vit.compress study",
+                                     description="Compress tiny-moat-0 (256x256, random non-trivial weights) with every method; "
+                                                 "bytes and output PSNR against the float16 program, run by ane_vit.interpret.")
+    parser.add_argument("-o", "--output", default="results/compression_tiny_moat.json", metavar="FILE")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    args = parser.parse_args(argv)
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        parser.error(f"{output} already exists; pass --overwrite to replace it")
+    from .study import compression_study
+
+    result = compression_study(log=print)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2) + "\n")
+    print(output)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m ane_vit.compress IN.mlpackage METHOD -o OUT.mlpackage``; returns the exit status.
 
@@ -61,6 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     does not take, a program whose target is too old for the method) exit with status 2.
     """
     os.environ.setdefault("TQDM_DISABLE", "1")
+    argv = list(argv) if argv is not None else None
+    import sys
+
+    if (argv if argv is not None else sys.argv[1:])[:1] == ["study"]:
+        return _study((argv if argv is not None else sys.argv[1:])[1:])
     parser = _build_parser()
     args = parser.parse_args(argv)
     source, target = Path(args.input), Path(args.output)

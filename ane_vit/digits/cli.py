@@ -64,6 +64,7 @@ def _evaluate(args, parser) -> int:
     output = Path(args.output)
     if output.exists() and not args.overwrite:
         parser.error(f"{output} already exists; pass --overwrite to replace it")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # coremltools' conversion progress bars
     from .evaluate import evaluate, format_table
 
     try:
@@ -80,7 +81,6 @@ def _evaluate(args, parser) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m ane_vit.digits {train,evaluate} [options]``; returns the exit status."""
-    os.environ.setdefault("TQDM_DISABLE", "0")
     parser = _build_parser()
     args = parser.parse_args(argv)
     return _train(args, parser) if args.command == "train" else _evaluate(args, parser)
