@@ -55,6 +55,8 @@ def test_to_model_input_upsamples_and_normalises():
     assert x.shape == (1, 3, 64, 64)
     assert float(x[0, 0, 0, 0]) == -1.0  # background
     assert float(x[0, 0, 3 * 8 + 4, 4 * 8 + 4]) > 0.5  # the lit pixel's area
+    flat = to_model_input(torch.stack([torch.full((8, 8), 16.0), torch.full((8, 8), 8.0)]))
+    assert torch.equal(flat[0], torch.ones(3, 64, 64)) and torch.equal(flat[1], torch.zeros(3, 64, 64))  # 0..16 -> -1..1
     with pytest.raises(ValueError, match=r"\(N, 8, 8\) or \(N, 64\), got \(2, 9, 9\)"):
         to_model_input(torch.zeros(2, 9, 9))
 
@@ -131,3 +133,34 @@ def test_cli_refuses_to_overwrite(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", "--output", str(out)])
     assert "already exists" in capsys.readouterr().err
+
+
+def test_the_recorded_evaluation_meets_the_targets():
+    # results/digits.json is what `python -m ane_vit.digits evaluate` measured on the whole split.
+    from ane_vit.notebook import results_dir
+
+    results = json.loads((results_dir() / "digits.json").read_text())
+    stages = {r["stage"]: r for r in results["stages"]}
+    assert results["split"] == {"n_test": 360, "subset": False, "seed": 0, "test_fraction": 0.2}
+    fp32 = stages["reference, PyTorch fp32"]["accuracy"]
+    assert fp32 >= 0.97
+    for name in ("ANE, PyTorch fp32", "ANE, PyTorch fp16", "program fp16 (iOS16), interpreted"):
+        assert stages[name]["accuracy"] >= fp32 - 0.005, name
+    assert stages["program fp16 (iOS16), interpreted"]["agreement_with_fp32"] >= 0.995
+    for name in ("program palettize 8 bit", "program palettize 4 bit", "program int8 per channel", "program int4 blocks of 32"):
+        assert stages[name]["accuracy"] >= fp32 - 0.005, name
+        assert stages[name]["ratio_to_fp16"] > 1.2, name
+    assert {"date", "machine", "versions"} <= set(results["provenance"])
+
+
+@pytest.mark.slow
+def test_evaluate_on_a_subset_writes_every_stage(tmp_path):
+    from ane_vit.digits.evaluate import evaluate, format_table
+
+    results = evaluate(limit=20, compressed=False, work_dir=tmp_path)
+    assert results["split"]["n_test"] == 20 and results["split"]["subset"]
+    assert [r["stage"] for r in results["stages"]] == [
+        "reference, PyTorch fp32", "ANE, PyTorch fp32", "ANE, PyTorch fp16", "program fp16 (iOS16), interpreted"]
+    assert len(format_table(results).splitlines()) == 5
+    with pytest.raises(ValueError, match="limit must be an int >= 10"):
+        evaluate(limit=5)
