@@ -38,7 +38,8 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="python -m ane_vit.compress",
         description="Compress the weights of a converted ML Program (.mlpackage) with coremltools.optimize.coreml.",
         epilog="OS needed: palettize (per tensor), --int8, --prune: iOS 16 / macOS 13; "
-               "--group-size and --int4-block: iOS 18 / macOS 15 (the input must be exported for iOS18).",
+               "--group-size and --int4-block: iOS 18 / macOS 15 (the input must be exported for iOS18). "
+               "`python -m ane_vit.compress study` compresses tiny-moat-0 with every method (bytes, PSNR).",
     )
     parser.add_argument("input", metavar="IN.mlpackage", help="the program to compress")
     how = parser.add_mutually_exclusive_group(required=True)
