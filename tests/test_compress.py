@@ -170,3 +170,11 @@ def test_w8a8_inserts_calibrated_quantize_pairs_that_the_interpreter_runs(progra
     assert 25 < psnr(ref, got) < 200
     with pytest.raises(ValueError, match="samples is empty"):
         compress.activation_ranges(programs["iOS16"], [])
+
+
+def test_pareto_front_keeps_only_the_points_nothing_beats():
+    from ane_vit.compress.plots import pareto_front
+
+    points = [(100, 0.99), (50, 0.99), (60, 0.5), (20, 0.1), (80, 1.0), (50, 0.98), (70, 0.99)]
+    assert pareto_front(points) == [3, 1, 4]  # by size: 20 -> 0.1, 50 -> 0.99, 80 -> 1.0; (70, 0.99) is no better
+    assert pareto_front([]) == []
