@@ -13,6 +13,9 @@ The folders are the architecture:
 * the Core ML family, each a subpackage with its command line in ``__main__.py``:
   ``export/`` (convert and save), ``analysis/`` (what a program contains),
   ``interpret/`` (run a program with numpy), and ``device`` (Mac only: latency, compute plan);
+* ``compress/``: weight compression and W8A8 of a converted program (``python -m ane_vit.compress``);
+* ``digits/``: a micro-moat trained on scikit-learn's digits, its accuracy at every stage
+  (``python -m ane_vit.digits``);
 * ``bench/``: ANE vs reference, side by side (``python -m ane_vit.bench``);
 * helpers for the book and tests: ``intermediates``, ``pe_study``, ``notebook``,
   ``plotting``, ``testing``.

@@ -172,3 +172,10 @@ _SETTINGS: dict[str, dict[str, Callable[[object], bool]]] = {
     "gather": {"batch_dims": lambda v: int(v) == 0},
     "upsample_nearest_neighbor": {"scale_factor_height": _integral, "scale_factor_width": _integral},
 }
+
+# ---------------------------------------------------------------------------------------
+# Compressed programs: constexpr_* weight expansion and activation quantize/dequantize
+# (ane_vit.interpret.constexpr_ops).
+from .constexpr_ops import CONSTEXPR_OPS  # noqa: E402
+
+_OPS.update(CONSTEXPR_OPS)

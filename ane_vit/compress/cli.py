@@ -1,0 +1,127 @@
+"""The compression command line, ``python -m ane_vit.compress IN.mlpackage <method> -o OUT.mlpackage``.
+
+Exactly one method per call: ``--palettize BITS [--group-size G]``, ``--int8``,
+``--int4-block SIZE``, ``--prune FRACTION`` or ``--prune N:M``. As ``python -m ane_vit.export``:
+an existing output is never replaced without ``--overwrite``, errors are one clear line,
+each written file is one line (path, size, ratio to the input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import methods
+
+
+def _prune_arg(text: str):
+    match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", text)
+    if match:
+        n, m = int(match.group(1)), int(match.group(2))
+        if not 0 < n < m:
+            raise argparse.ArgumentTypeError(f"--prune N:M needs 0 < N < M, got {text!r}")
+        return (n, m)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--prune takes a fraction (e.g. 0.5) or N:M (e.g. 2:4), got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"--prune fraction must lie strictly between 0 and 1, got {text!r}")
+    return value
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ane_vit.compress",
+        description="Compress the weights of a converted ML Program (.mlpackage) with coremltools.optimize.coreml.",
+        epilog="OS needed: palettize (per tensor), --int8, --prune: iOS 16 / macOS 13; "
+               "--group-size and --int4-block: iOS 18 / macOS 15 (the input must be exported for iOS18). "
+               "`python -m ane_vit.compress study` compresses tiny-moat-0 with every method (bytes, PSNR).",
+    )
+    parser.add_argument("input", metavar="IN.mlpackage", help="the program to compress")
+    how = parser.add_mutually_exclusive_group(required=True)
+    how.add_argument("--palettize", type=int, choices=methods.PALETTE_BITS, metavar="BITS",
+                     help=f"k-means palettization with BITS-bit indices, one of {methods.PALETTE_BITS}")
+    how.add_argument("--int8", action="store_true", help="int8 weights, one scale per output channel")
+    how.add_argument("--int4-block", type=int, metavar="SIZE", help="int4 weights, one scale per block of SIZE input channels (iOS18)")
+    how.add_argument("--prune", type=_prune_arg, metavar="FRACTION|N:M", help="magnitude pruning (e.g. 0.5) or n:m pruning (e.g. 2:4)")
+    parser.add_argument("--group-size", type=int, default=None, metavar="G",
+                        help="with --palettize: one table per G output channels (iOS18) instead of one per tensor")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT.mlpackage", help="where to save the compressed program")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    return parser
+
+
+def _study(argv: Sequence[str]) -> int:
+    """``python -m ane_vit.compress study [-o FILE] [--overwrite]``: every method on tiny-moat-0 at 256."""
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m ane_vit.compress study",
+                                     description="Compress tiny-moat-0 (256x256, random non-trivial weights) with every method; "
+                                                 "bytes and output PSNR against the float16 program, run by ane_vit.interpret.")
+    parser.add_argument("-o", "--output", default="results/compression_tiny_moat.json", metavar="FILE")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    args = parser.parse_args(argv)
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        parser.error(f"{output} already exists; pass --overwrite to replace it")
+    from .study import compression_study
+
+    result = compression_study(log=print)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2) + "\n")
+    print(output)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m ane_vit.compress IN.mlpackage METHOD -o OUT.mlpackage``; returns the exit status.
+
+    Usage errors (no input, existing output without ``--overwrite``, an option the method
+    does not take, a program whose target is too old for the method) exit with status 2.
+    """
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    argv = list(argv) if argv is not None else None
+    import sys
+
+    if (argv if argv is not None else sys.argv[1:])[:1] == ["study"]:
+        return _study((argv if argv is not None else sys.argv[1:])[1:])
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    source, target = Path(args.input), Path(args.output)
+    if not source.exists():
+        parser.error(f"no such input: {source}")
+    if target.suffix != ".mlpackage":
+        parser.error(f"the output must be a .mlpackage path, got {str(target)!r}")
+    if target.resolve() == source.resolve():
+        parser.error("the output must differ from the input")
+    if target.exists() and not args.overwrite:
+        parser.error(f"{target} already exists; pass --overwrite to replace it")
+    if args.group_size is not None and args.palettize is None:
+        parser.error("--group-size goes with --palettize")
+    try:
+        if args.palettize is not None:
+            out = methods.palettize(source, args.palettize, group_size=args.group_size)
+        elif args.int8:
+            out = methods.quantize_int8(source)
+        elif args.int4_block is not None:
+            out = methods.quantize_int4_block(source, args.int4_block)
+        elif isinstance(args.prune, tuple):
+            out = methods.prune_n_m(source, *args.prune)
+        else:
+            out = methods.prune_magnitude(source, args.prune)
+    except (ValueError, TypeError) as err:
+        parser.error(str(err))
+    if target.is_file():
+        target.unlink()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    out.save(str(target))
+    from ..export.metadata import package_nbytes
+
+    size, before = package_nbytes(target), package_nbytes(source)
+    record = methods.compression_record(out)
+    print(f"{target}  {size / 1e6:.3f} MB  ({before / size:.2f}x smaller than the input)  {methods.record_summary(record)}")
+    return 0
