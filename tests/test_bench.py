@@ -165,7 +165,7 @@ def test_files_table_and_chart(run, tmp_path):
     fig = bench.plot_bench(path, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     titles = [ax.get_title() for ax in fig.axes]
-    assert any(t.startswith("Ops in the program: ANE") for t in titles), titles
+    assert any(t.startswith("Ops in the program\nANE") for t in titles), titles
     ax = bench.plot_metric(results, "layout_bytes_padded")
     assert ax.get_ylabel() == "layout-op outputs (MiB)"
 
@@ -271,3 +271,16 @@ def test_cli_writes_json_and_chart(monkeypatch, tmp_path, capsys):
     assert (tmp_path / "b.png").stat().st_size > 0
     captured = capsys.readouterr()
     assert captured.out.startswith("| model | impl. |") and "[2/2] tiny_16_ane" in captured.err
+
+
+@pytest.mark.parametrize("family, arch, pe_type", [("moat", "tiny-moat-0", "LePE_ADD"), ("deit", "deit-tiny", "NONE")])
+def test_benchmark_models_have_non_trivial_weights(family, arch, pe_type):
+    """A fresh model's identity norms and zero biases or abs_pe tables are dropped by the
+    converter, so its op counts would understate a trained model's: both builds are randomised."""
+    for impl in ("reference", "ane"):
+        spec = bench.BenchSpec(f"{arch}_{impl}", family, impl, arch, 128 if family == "moat" else 224, "global", pe_type)
+        module, _, _ = spec.build()
+        trivial = [name for name, p in module.named_parameters()
+                   if (name.endswith("bias") or "abs_pe" in name) and not p.detach().any()
+                   or "norm" in name and name.endswith("weight") and torch.equal(p.detach(), torch.ones_like(p))]
+        assert not trivial, f"{spec.name}: fresh parameters {trivial[:5]}"

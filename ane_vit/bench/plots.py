@@ -15,8 +15,8 @@ from .results import _as_results, _value
 PLOT_METRICS: dict[str, tuple[str, str, float]] = {
     "cpu_latency_median_ms": ("PyTorch CPU latency", "median latency (ms)", 1.0),
     "op_count": ("Ops in the program", "ops (const excluded)", 1.0),
-    "layout_bytes_padded": ("Bytes written by layout ops, last axis padded to 64 B", "layout-op outputs (MiB)", 2.0**20),
-    "activation_bytes_padded": ("Activation bytes, last axis padded to 64 B", "activations (MiB)", 2.0**20),
+    "layout_bytes_padded": ("Layout-op bytes (last axis padded to 64 B)", "layout-op outputs (MiB)", 2.0**20),
+    "activation_bytes_padded": ("Activation bytes (last axis padded to 64 B)", "activations (MiB)", 2.0**20),
 }
 
 
@@ -31,15 +31,17 @@ def _pairs(results: dict, metric: str) -> tuple[list[str], list[float | None], l
 
 
 def _finding(label: str, ref: list, ane: list) -> str:
+    """``label``, then on a second line the geometric-mean ratio (two lines keep the titles of
+    neighbouring panels apart at the book's width)."""
     ratios = [a / r for r, a in zip(ref, ane) if r and a]
     if not ratios:
         return label
     gm = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
     if abs(gm - 1) < 0.02:
-        return f"{label}: ANE ~ reference"
+        return f"{label}\nANE ~ reference"
     factor = 1 / gm if gm < 1 else gm
     mean = " (geo. mean)" if len(ratios) > 1 else ""
-    return f"{label}: ANE {factor:.2f}x {'lower' if gm < 1 else 'higher'}{mean}"
+    return f"{label}\nANE {factor:.2f}x {'lower' if gm < 1 else 'higher'}{mean}"
 
 
 def plot_metric(results: dict | str | os.PathLike, metric: str, ax=None):

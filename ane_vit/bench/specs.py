@@ -75,10 +75,14 @@ def _build_moat(spec: BenchSpec):
     from ..moat import build_model
     from ..port.moat import port_moat_weights
     from ..reference.moat import build_reference_model
+    from ..testing import randomize_
 
     shape = (1, 3, spec.image_size, spec.image_size)
     kwargs = dict(shape=shape, base_arch=spec.arch, attention_mode=spec.attention_mode, pe_type=PEType[spec.pe_type])
     config, reference = build_reference_model(**kwargs)
+    # Non-trivial weights: the converter drops a fresh model's identity LayerNorms and all-zero
+    # abs_pe tables, and the op counts of such a program understate a trained one's.
+    randomize_(reference, seed=spec.seed)
     if spec.implementation == "reference":
         return reference, spec.example_input(), config
     config, ane = build_model(split_head=spec.split_head, **kwargs)
@@ -89,9 +93,11 @@ def _build_deit(spec: BenchSpec):
     from ..deit import DEIT_CONFIGS, build_deit
     from ..port.deit import port_deit_weights
     from ..reference.deit import ReferenceDeiT
+    from ..testing import randomize_
 
     config = DEIT_CONFIGS[spec.arch]
     reference = ReferenceDeiT(config, image_size=spec.image_size, num_classes=1000)
+    randomize_(reference, seed=spec.seed)  # non-trivial weights, as for MOAT
     if spec.implementation == "reference":
         return reference, spec.example_input(), config
     ane = build_deit(config, image_size=spec.image_size, num_classes=1000, split_head=spec.split_head)
