@@ -71,8 +71,9 @@ def bc1s_to_bnc(x: torch.Tensor) -> torch.Tensor:
 def nchw_to_bc1s(x: torch.Tensor) -> torch.Tensor:
     """A feature map ``(B, C, H, W)`` to ``(B, C, 1, H*W)``; a view in PyTorch (no copy).
 
-    In a converted program it is one ``reshape`` op; on the ANE, whose buffers pad the last
-    axis to 64 bytes, it keeps the data in place only when ``W`` fills whole 64-byte lines.
+    In a converted program it is one ``reshape`` op. The ANE pads the last axis of its buffers
+    to 64 bytes (Apple 2022), so the padded bytes of the two shapes line up only when ``W``
+    fills whole 64-byte lines; how the ANE executes the reshape otherwise is not documented.
 
     Shapes: ``x: (B, C, H, W) -> (B, C, 1, H*W)``
     """
