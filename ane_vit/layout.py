@@ -33,9 +33,9 @@ __all__ = [
 
 #: The ANE pads the last axis of each buffer to this many bytes.
 ANE_ALIGN_BYTES = 64
-#: Highest tensor rank Core ML supports, on every compute unit (CPU, GPU and ANE alike): the
-#: Core ML framework's limit, enforced by coremltools at conversion (coremltools issues 1723 and
-#: 2291, ``Program._check_invalid_tensor_rank``). Named for the book's target, not ANE-specific.
+#: Highest tensor rank Core ML supports, on every compute unit (CPU, GPU and ANE alike). It is
+#: the Core ML framework's limit, enforced by coremltools at conversion (coremltools issues 1723
+#: and 2291, ``Program._check_invalid_tensor_rank``); named for the book's target, not ANE-specific.
 ANE_MAX_RANK = 5
 #: Bytes per element of the dtypes used in this book.
 DTYPE_BYTES = {"fp16": 2, "float16": 2, "fp32": 4, "float32": 4, "int32": 4, "int8": 1, "bool": 1}
