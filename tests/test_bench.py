@@ -159,8 +159,11 @@ def test_files_table_and_chart(run, tmp_path):
     assert json.loads(path.read_text())["provenance"]["machine"]["torch_threads"] == 1
     table = bench.comparison_table(path).splitlines()
     assert len(table) == 2 + len(results["results"])
-    assert table[0].startswith("| model | impl. | export s |") and "| CPU median ms |" in table[0]
-    assert table[2].startswith("| tiny_16 | reference | ")
+    assert table[0].startswith("| model | impl. | export s |") and "| CPU ms median (p90) |" in table[0]
+    assert table[2].startswith("| tiny 16 | reference | ")
+    rows = {row["implementation"]: row["metrics"] for row in loaded["results"]}
+    median, p90 = rows["reference"]["cpu_latency_median_ms"]["value"], rows["reference"]["cpu_latency_p90_ms"]["value"]
+    assert table[2].endswith(f"| {median:.1f} ({p90:.1f}) |")  # the p90 in brackets after the median
     png = tmp_path / "bench.png"
     fig = bench.plot_bench(path, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -71,12 +71,13 @@ def plot_metric(results: dict | str | os.PathLike, metric: str, ax=None):
             for i, (m, p) in enumerate(zip(med, p90)):
                 if m is not None and p is not None:
                     ax.plot([i + offset] * 2, [m, p], color=COLORS["neutral"], lw=1)
-    ax.set_xticks(list(x), [p.replace("_", "\n", 2).replace("_", " ") for p in pairs], fontsize=7)
-    ax.set_ylabel(ylabel)
+    ax.set_xticks(list(x), [p.replace("_", "\n", 2).replace("_", " ") for p in pairs], fontsize=6.5)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_ylabel(ylabel, fontsize=8)
     ax.grid(False, axis="x")
     ax.set_ylim(0, 1.2 * ax.get_ylim()[1])  # room for the legend above the bars
-    ax.set_title(_finding(label, ref, ane), fontsize=9)
-    ax.legend(fontsize=7, loc="upper right", ncols=2)
+    ax.set_title(_finding(label, ref, ane), fontsize=8)
+    ax.legend(fontsize=6.5, loc="upper right", ncols=2)
     return ax
 
 
@@ -100,13 +101,13 @@ def plot_bench(results: dict | str | os.PathLike, path: str | os.PathLike | None
     from ..plotting import COLORS
 
     results = _as_results(results)
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    fig, axes = plt.subplots(2, 2, figsize=(7.6, 7.2))  # about the book's column width: shown at 1:1
     for ax, metric in zip(axes.flat, PLOT_METRICS):
         plot_metric(results, metric, ax=ax)
-    fig.suptitle("Same weights, two layouts: what the reference and ANE programs contain", fontweight="bold")
+    fig.suptitle("Same weights, two layouts: what the reference and ANE programs contain", fontweight="bold", fontsize=10)
     fig.tight_layout(rect=(0, 0.04, 1, 0.97))
     # the figure-wide form of ane_vit.plotting.provenance_note
-    fig.text(0.01, 0.01, _provenance_text(results), fontsize=7, color=COLORS["neutral"], ha="left", va="bottom", wrap=True)
+    fig.text(0.01, 0.005, _provenance_text(results), fontsize=6.5, color=COLORS["neutral"], ha="left", va="bottom", wrap=True)
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, bbox_inches="tight")
