@@ -93,7 +93,11 @@ class WindowAttention(nn.Module):
             attention pass the whole feature map ``(H, W)``.
         num_heads: number of heads; must divide ``dim``.
         qkv_bias: learn a bias in the q, k and v projections.
-        qk_scale: score scale; defaults to ``head_dim ** -0.5``.
+        qk_scale: score scale; defaults to ``head_dim ** -0.5``. Applied to ``q`` before the
+            product with ``k``, a deliberate deviation: the seed and Apple's ml-ane-transformers
+            scale the scores after it. Scaling ``q`` keeps float16 scores finite, and coremltools
+            folds the scale into the ``q`` convolution's weights, so it costs no op
+            (``notebooks/03_attention.ipynb``).
         attn_drop, proj_drop: dropout on the attention weights and on the output.
         split_head: one einsum + softmax per head (the ANE-friendly split softmax) if True;
             one fused all-heads einsum + softmax if False. Same numbers either way.

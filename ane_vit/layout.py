@@ -4,7 +4,8 @@ The ANE prefers 4-D activations in the channels-first layout ``(B, C, 1, S)``: b
 channels, a singleton height and the sequence laid along the last axis. The last axis of
 every buffer is padded to a multiple of 64 bytes, so a tensor whose last axis is short
 (for example the head dimension of attention, 32 in float16 = 64 bytes, fine; 1 element
-= 2 bytes, padded 32x) wastes memory and bandwidth. Rank is limited to 5.
+= 2 bytes, padded 32x) wastes memory and bandwidth. Tensors have rank 5 at most: a limit of Core ML on every
+compute unit (CPU, GPU and ANE alike), not of the ANE alone.
 
 See ``notebooks/01_ane_layout.ipynb`` and Apple's "Deploying Transformers on the Apple
 Neural Engine" for why.
@@ -32,7 +33,9 @@ __all__ = [
 
 #: The ANE pads the last axis of each buffer to this many bytes.
 ANE_ALIGN_BYTES = 64
-#: Highest tensor rank the ANE handles natively.
+#: Highest tensor rank Core ML supports, on every compute unit (CPU, GPU and ANE alike). It is
+#: the Core ML framework's limit, enforced by coremltools at conversion (coremltools issues 1723
+#: and 2291, ``Program._check_invalid_tensor_rank``); named for the book's target, not ANE-specific.
 ANE_MAX_RANK = 5
 #: Bytes per element of the dtypes used in this book.
 DTYPE_BYTES = {"fp16": 2, "float16": 2, "fp32": 4, "float32": 4, "int32": 4, "int8": 1, "bool": 1}
@@ -68,8 +71,9 @@ def bc1s_to_bnc(x: torch.Tensor) -> torch.Tensor:
 def nchw_to_bc1s(x: torch.Tensor) -> torch.Tensor:
     """A feature map ``(B, C, H, W)`` to ``(B, C, 1, H*W)``; a view in PyTorch (no copy).
 
-    In a converted program it is one ``reshape`` op; on the ANE, whose buffers pad the last
-    axis to 64 bytes, it keeps the data in place only when ``W`` fills whole 64-byte lines.
+    In a converted program it is one ``reshape`` op. The ANE pads the last axis of its buffers
+    to 64 bytes (Apple 2022), so the padded bytes of the two shapes line up only when ``W``
+    fills whole 64-byte lines; how the ANE executes the reshape otherwise is not documented.
 
     Shapes: ``x: (B, C, H, W) -> (B, C, 1, H*W)``
     """

@@ -1,7 +1,7 @@
 """Window partition and reverse without tensors of rank above 5.
 
 The usual (Swin) window partition reshapes ``(B, H, W, C)`` into the 6-D tensor
-``(B, H/wh, wh, W/ww, ww, C)`` and permutes it. The ANE handles rank <= 5 only, so here
+``(B, H/wh, wh, W/ww, ww, C)`` and permutes it. Core ML supports rank <= 5 only (on every compute unit, the ANE included), so here
 the batch and the window-row axes are merged first, and every intermediate is rank 5 or
 less. The result is bit-identical to the 6-D version (see ``ane_vit.reference`` and
 ``notebooks/02_window_partition.ipynb``).

@@ -46,7 +46,7 @@ def test_there_are_notebooks():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 class TestNotebook:
     def test_name(self, path):
-        assert re.fullmatch(r"\d\d_[a-z0-9_]+", path.stem), f"{path.name}: expected NN_topic.ipynb"
+        assert re.fullmatch(r"(\d\d|A\d)_[a-z0-9_]+", path.stem), f"{path.name}: expected NN_topic.ipynb (a chapter) or AN_topic.ipynb (an appendix)"
 
     def test_stripped(self, path):
         for i, cell in enumerate(_cells(path)):

@@ -15,8 +15,8 @@ from .results import _as_results, _value
 PLOT_METRICS: dict[str, tuple[str, str, float]] = {
     "cpu_latency_median_ms": ("PyTorch CPU latency", "median latency (ms)", 1.0),
     "op_count": ("Ops in the program", "ops (const excluded)", 1.0),
-    "layout_bytes_padded": ("Bytes written by layout ops, last axis padded to 64 B", "layout-op outputs (MiB)", 2.0**20),
-    "activation_bytes_padded": ("Activation bytes, last axis padded to 64 B", "activations (MiB)", 2.0**20),
+    "layout_bytes_padded": ("Layout-op bytes (last axis padded to 64 B)", "layout-op outputs (MiB)", 2.0**20),
+    "activation_bytes_padded": ("Activation bytes (last axis padded to 64 B)", "activations (MiB)", 2.0**20),
 }
 
 
