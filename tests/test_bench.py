@@ -271,3 +271,20 @@ def test_cli_writes_json_and_chart(monkeypatch, tmp_path, capsys):
     assert (tmp_path / "b.png").stat().st_size > 0
     captured = capsys.readouterr()
     assert captured.out.startswith("| model | impl. |") and "[2/2] tiny_16_ane" in captured.err
+
+
+def test_cli_does_not_overwrite_results_without_overwrite(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(bench.cli, "default_specs", lambda pe_type="SINGLE_HEAD_RPE": _tiny_specs())
+    ran = []
+    monkeypatch.setattr(bench.cli, "run_benchmark", lambda *a, **k: ran.append(1) or pytest.fail("measured"))
+    committed = tmp_path / "b.json"
+    committed.write_text("{}")
+    argv = ["--quick", "--models", "tiny_16_*", "--no-parity", "--output-dir", str(tmp_path), "--name", "b"]
+    assert bench.main(argv) == 2
+    assert f"{committed} already exist(s); pass --overwrite to replace" in capsys.readouterr().err
+    assert committed.read_text() == "{}" and not ran and not (tmp_path / "b.png").exists()
+    monkeypatch.undo()
+    monkeypatch.setattr(bench.cli, "default_specs", lambda pe_type="SINGLE_HEAD_RPE": _tiny_specs())
+    assert bench.main([*argv, "--overwrite"]) == 0
+    assert bench.load_results(committed)["results"]
+

@@ -34,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--pe-type", default="SINGLE_HEAD_RPE", help="MOAT position encoding, a PEType name (default SINGLE_HEAD_RPE, as the seed exported)")
     parser.add_argument("--quick", action="store_true", help="few runs and, unless --models is given, only tiny-moat-0 global")
     parser.add_argument("--no-parity", action="store_true", help="skip the program interpreter parity check")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing results/<name>.json and .png (refused without it)")
     parser.add_argument("--keep-models", metavar="DIR", help="keep the .mlpackage files in DIR, replacing packages of the same name (default: a temporary folder)")
     return parser
 
@@ -72,6 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: cannot write to --output-dir {out_dir}: {exc}", file=sys.stderr)
         return 2
     stem = args.name or f"bench_{platform.system().lower()}_cpu" + ("_quick" if args.quick else "")
+    existing = [str(p) for p in (out_dir / f"{stem}.json", out_dir / f"{stem}.png") if p.exists()]
+    if existing and not args.overwrite:
+        # checked before measuring: committed results (with their provenance) are not replaced by accident
+        print(f"error: {' and '.join(existing)} already exist(s); pass --overwrite to replace, or --name/--output-dir "
+              "to write elsewhere", file=sys.stderr)
+        return 2
     start = time.perf_counter()
     results = run_benchmark(
         specs,
