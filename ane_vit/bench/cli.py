@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..coreml_log import quiet_native_library_warnings
 from .plots import plot_bench
 from .results import comparison_table, save_results
 from .run import run_benchmark
@@ -42,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point (``python -m ane_vit.bench --help``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    quiet_native_library_warnings()  # before coremltools is imported: see ane_vit.coreml_log
     parser = _parser()
     args = parser.parse_args(argv)
     from ..attention import PEType

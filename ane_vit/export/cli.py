@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..attention import PEType
+from ..coreml_log import quiet_native_library_warnings
 from ..moat import ATTENTION_MODES
 from . import save  # save.export_moat is looked up when main runs, so a test can patch it
 from .metadata import package_nbytes
@@ -124,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``--overwrite``) exit with status 2 before anything is converted.
     """
     os.environ.setdefault("TQDM_DISABLE", "1")
+    quiet_native_library_warnings()  # before coremltools is imported: see ane_vit.coreml_log
     from ..moat import ARCHITECTURES
 
     parser = _build_parser(sorted(ARCHITECTURES))
