@@ -17,7 +17,12 @@ from ane_vit.export import (
     read_metadata,
     to_mlprogram,
 )
-from ane_vit.export.shapes import check_enumerated_shapes, fixed_size_layers
+from ane_vit.export.shapes import (
+    check_enumerated_shapes,
+    check_materializes,
+    fixed_size_layers,
+    materialization_errors,
+)
 from ane_vit.moat import MOATBlock
 from ane_vit.testing import assert_parity, randomize_
 
@@ -67,11 +72,14 @@ def test_pe_types_sized_for_one_token_count_are_refused(pe_type):
         to_mlprogram(_block(pe_type), torch.rand(1, 3, 16, 16), enumerated_shapes=[(1, 3, 16, 16), (1, 3, 32, 32)])
 
 
-def test_a_baked_constant_is_caught_after_conversion(monkeypatch):
-    # Without the up-front PE check, the conversion succeeds; fixing the program at 32x32 fails.
-    monkeypatch.setattr("ane_vit.export.shapes.fixed_size_layers", lambda module: [])
-    with pytest.raises(ValueError, match=r"cannot take the enumerated shape \(1, 3, 32, 32\)"):
-        to_mlprogram(_block(PEType.LePE_ADD), torch.rand(1, 3, 16, 16), enumerated_shapes=[(1, 3, 16, 16), (1, 3, 32, 32)])
+def test_a_baked_constant_is_caught_after_conversion():
+    # Without the checks, the conversion succeeds; the program cannot be fixed at 32x32.
+    shapes = [(1, 3, 16, 16), (1, 3, 32, 32)]
+    mlmodel = to_mlprogram(_block(PEType.LePE_ADD), torch.rand(1, 3, 16, 16), enumerated_shapes=shapes, check_shapes=False)
+    errors = materialization_errors(mlmodel, "x", shapes)
+    assert errors[(1, 3, 16, 16)] is None and "Incompatible dim" in errors[(1, 3, 32, 32)]
+    with pytest.raises(ValueError, match=r"cannot take the enumerated shape \(1, 3, 32, 32\): Incompatible dim"):
+        check_materializes(mlmodel, "x", shapes)
 
 
 def test_enumerated_shape_errors():

@@ -95,7 +95,9 @@ def to_mlprogram(
             token count (``LePE_ADD``, ``RPE``, ``SINGLE_HEAD_RPE``).
         check_shapes: with ``enumerated_shapes``, fix the converted program at each shape
             (``ane_vit.export.shapes.check_materializes``) and raise ``ValueError`` naming a
-            shape it cannot take (a constant traced at the example's size).
+            shape it cannot take (a constant traced at the example's size). ``False`` skips
+            this and the PE-type check: the program is then converted as asked, to study what
+            breaks (``ane_vit.export.shapes.materialization_errors``).
 
     Shapes: ``example_inputs: (B, C, H, W)`` (any fixed shape; ``(B, 3, H, W)`` for images).
 
@@ -129,7 +131,7 @@ def to_mlprogram(
         if len(example_inputs) != 1:
             raise ValueError(f"enumerated_shapes needs a module with one input, got {len(example_inputs)} inputs")
         shapes = check_enumerated_shapes(enumerated_shapes, input_shape)
-        fixed = fixed_size_layers(module)
+        fixed = fixed_size_layers(module) if check_shapes else []
         if fixed:
             names = ", ".join(f"{n} ({pe.name})" for n, pe in fixed[:3]) + (f" and {len(fixed) - 3} more" if len(fixed) > 3 else "")
             raise ValueError(

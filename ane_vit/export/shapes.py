@@ -21,7 +21,14 @@ from torch import nn
 
 from ..attention import PEType, WindowAttention
 
-__all__ = ["MAX_ENUMERATED_SHAPES", "FIXED_SIZE_PE_TYPES", "check_enumerated_shapes", "fixed_size_layers", "check_materializes"]
+__all__ = [
+    "MAX_ENUMERATED_SHAPES",
+    "FIXED_SIZE_PE_TYPES",
+    "check_enumerated_shapes",
+    "fixed_size_layers",
+    "materialization_errors",
+    "check_materializes",
+]
 
 #: Core ML's limit on the number of enumerated shapes of one input.
 MAX_ENUMERATED_SHAPES = 128
@@ -71,15 +78,15 @@ def fixed_size_layers(module: nn.Module) -> list[tuple[str, PEType]]:
     ]
 
 
-def check_materializes(mlmodel, input_name: str, shapes: Sequence[Sequence[int]]) -> None:
-    """Fix ``mlmodel``'s flexible input at each shape and let coremltools infer every op's type.
+def materialization_errors(mlmodel, input_name: str, shapes: Sequence[Sequence[int]]) -> dict[tuple[int, ...], str | None]:
+    """For each shape: ``None`` if the program can be fixed at it, else the converter's message.
 
-    Raises:
-        ValueError: naming the first shape at which the program is inconsistent (an op
-            whose constant does not fit), with the converter's message.
+    Each shape is materialized with ``coremltools.utils.materialize_dynamic_shape_mlmodel``
+    (the same type inference Core ML applies), in a temporary folder.
     """
     import coremltools as ct
 
+    out: dict[tuple[int, ...], str | None] = {}
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
         # reloading a flexible package: coremltools notes the (intended) flexible dimensions
         warnings.filterwarnings("ignore", message="Some dimensions in the input shape are unknown", category=UserWarning)
@@ -91,8 +98,20 @@ def check_materializes(mlmodel, input_name: str, shapes: Sequence[Sequence[int]]
                 ct.utils.materialize_dynamic_shape_mlmodel(
                     dynamic, {f"shape_{i}": {input_name: tuple(shape)}}, os.path.join(folder, f"fixed_{i}.mlpackage")
                 )
+                out[tuple(shape)] = None
             except Exception as err:  # coremltools raises ValueError or AssertionError from its passes
-                raise ValueError(
-                    f"the converted program cannot take the enumerated shape {tuple(shape)}: {err} "
-                    "A layer bakes a constant sized for the traced input (e.g. an RPE bias or LePE_ADD's abs_pe)."
-                ) from err
+                out[tuple(shape)] = str(err)
+    return out
+
+
+def check_materializes(mlmodel, input_name: str, shapes: Sequence[Sequence[int]]) -> None:
+    """Raise ``ValueError`` naming the first shape at which the program cannot be fixed.
+
+    A shape fails when an op's constant does not fit it (``materialization_errors``).
+    """
+    for shape, error in materialization_errors(mlmodel, input_name, shapes).items():
+        if error is not None:
+            raise ValueError(
+                f"the converted program cannot take the enumerated shape {shape}: {error} "
+                "A layer bakes a constant sized for the traced input (e.g. an RPE bias or LePE_ADD's abs_pe)."
+            )
