@@ -130,3 +130,23 @@ def test_export_moat_two_sizes_saved_and_analyzed(tmp_path):
     path = export_moat("tiny-moat-0", shapes[0], pe_type="NONE", output_dir=tmp_path, enumerated_shapes=shapes)
     assert json.loads(read_metadata(path)["user_defined"]["ane_vit.enumerated_shapes"]) == [list(s) for s in shapes]
     assert any(f.rule == "flexible_input_shape" for f in analyze(path).findings)
+
+
+def test_analyze_names_a_range_and_reads_one_function_of_a_multifunction_program(tmp_path):
+    import coremltools as ct
+
+    traced = torch.jit.trace(nn.ReLU().eval(), torch.randn(1, 4, 8))
+    ranged = ct.convert(traced, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16,
+                        inputs=[ct.TensorType(name="x", shape=(1, 4, ct.RangeDim(1, 64, default=8)))])
+    (finding,) = analyze(ranged).findings
+    assert finding.message == "input 'x' has a range (not fixed) shape: (1, 4, 1..64)"
+    src, multi = tmp_path / "ranged.mlpackage", tmp_path / "multi.mlpackage"
+    ranged.save(str(src))
+    ct.utils.materialize_dynamic_shape_mlmodel(
+        ct.models.MLModel(str(src), skip_model_load=True), {"n8": {"x": (1, 4, 8)}, "n32": {"x": (1, 4, 32)}}, str(multi)
+    )
+    report = analyze(multi, function="n32")
+    assert report.inputs[0].shape == (1, 4, 32) and report.outputs[0].shape == (1, 4, 32)
+    assert not report.findings and "function 'n32'" in report.source
+    with pytest.raises(ValueError, match=r"no function 'n16'; it has \['main', 'n32', 'n8'\]"):
+        analyze(multi, function="n16")
