@@ -26,6 +26,9 @@ from ane_vit.export.shapes import (
 from ane_vit.moat import MOATBlock
 from ane_vit.testing import assert_parity, randomize_
 
+# Reloading a saved flexible program, coremltools notes the flexible dimensions it was asked for.
+pytestmark = pytest.mark.filterwarnings("ignore:Some dimensions in the input shape are unknown:UserWarning")
+
 
 def _block(pe_type, window=(4, 4)):
     """Patchify 4x4 then one global MOAT block: 16x16 pixels -> a 4x4 map (16 tokens)."""
