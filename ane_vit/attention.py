@@ -217,11 +217,14 @@ class WindowAttention(nn.Module):
         out = self.forward_bc1s(x)  # (B, C, 1, N)
         return out.squeeze(2).permute(0, 2, 1)  # (B, C, 1, N) -> (B, N, C)
 
-    def forward_bc1s(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_bc1s(self, x: torch.Tensor, hw: tuple[int, int] | None = None) -> torch.Tensor:
         """Attention on input already in the ANE layout: no transpose in or out.
 
         Models that keep their activations in ``(B, C, 1, S)`` (DeiT here, or a feature map
-        ``(B, C, H, W)`` reshaped for global attention) call this directly.
+        ``(B, C, H, W)`` reshaped for global attention) call this directly. ``hw``: the
+        ``(H, W)`` of the map for LePE's 3x3 conv (default ``window_size``); a caller that
+        passes the sizes it read from its input keeps them traced, so a converted program
+        with ``LePE_FUSED`` (or ``NONE``) accepts other resolutions (chapter 9).
 
         Shapes: ``x: (B, C, 1, N) -> (B, C, 1, N)``
         """
@@ -244,12 +247,13 @@ class WindowAttention(nn.Module):
         else:
             out = self._fused_attention(q, k, v, bias)  # (B, C, 1, N)
         if self.pe_type in (PEType.LePE_ADD, PEType.LePE_FUSED):
-            out = out + self._lepe(v)
+            out = out + self._lepe(v, hw)
         return self.proj_drop(self.proj(out))  # (B, C, 1, N)
 
-    def _lepe(self, v: torch.Tensor) -> torch.Tensor:
+    def _lepe(self, v: torch.Tensor, hw: tuple[int, int] | None = None) -> torch.Tensor:
         b, c, _, n = v.shape
-        v_2d = v.reshape(b, c, *self.window_size)  # (B, C, 1, N) -> (B, C, wh, ww): a view in PyTorch (row-major)
+        h, w = self.window_size if hw is None else hw
+        v_2d = v.reshape(b, c, h, w)  # (B, C, 1, N) -> (B, C, h, w): a view in PyTorch (row-major)
         return self.lepe(v_2d).reshape(b, c, 1, n)  # (B, C, 1, N)
 
     def _split_head_attention(self, q, k, v, bias):

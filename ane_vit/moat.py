@@ -308,7 +308,7 @@ class MOATBlock(nn.Module):
         b, c, h, w = x.shape
         if self.attention_mode == "global":
             y = x.reshape(b, c, 1, h * w)  # (B, C, H, W) -> (B, C, 1, H*W): a view in PyTorch, one reshape op in the program
-            y = self.attention.forward_bc1s(self.attn_norm(y))  # (B, C, 1, H*W)
+            y = self.attention.forward_bc1s(self.attn_norm(y), hw=(h, w))  # (B, C, 1, H*W); h, w stay traced
             y = y.reshape(b, c, h, w)  # (B, C, 1, H*W) -> (B, C, H, W)
         else:
             wh, ww = self.window_size

@@ -287,3 +287,18 @@ def test_benchmark_models_have_non_trivial_weights(family, arch, pe_type):
                    if (name.endswith("bias") or "abs_pe" in name) and not p.detach().any()
                    or "norm" in name and name.endswith("weight") and torch.equal(p.detach(), torch.ones_like(p))]
         assert not trivial, f"{spec.name}: fresh parameters {trivial[:5]}"
+def test_cli_does_not_overwrite_results_without_overwrite(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(bench.cli, "default_specs", lambda pe_type="SINGLE_HEAD_RPE": _tiny_specs())
+    ran = []
+    monkeypatch.setattr(bench.cli, "run_benchmark", lambda *a, **k: ran.append(1) or pytest.fail("measured"))
+    committed = tmp_path / "b.json"
+    committed.write_text("{}")
+    argv = ["--quick", "--models", "tiny_16_*", "--no-parity", "--output-dir", str(tmp_path), "--name", "b"]
+    assert bench.main(argv) == 2
+    assert f"{committed} already exist(s); pass --overwrite to replace" in capsys.readouterr().err
+    assert committed.read_text() == "{}" and not ran and not (tmp_path / "b.png").exists()
+    monkeypatch.undo()
+    monkeypatch.setattr(bench.cli, "default_specs", lambda pe_type="SINGLE_HEAD_RPE": _tiny_specs())
+    assert bench.main([*argv, "--overwrite"]) == 0
+    assert bench.load_results(committed)["results"]
+

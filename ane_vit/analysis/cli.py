@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..coreml_log import quiet_native_library_warnings
 from .program import analyze
 
 __all__ = ["main"]
@@ -22,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
     parser.add_argument("--top", type=int, default=10, metavar="N", help="largest op outputs to list (default 10)")
     args = parser.parse_args(argv)
+    quiet_native_library_warnings()  # before coremltools is imported: see ane_vit.coreml_log
     if args.top < 0:
         parser.error(f"--top must be >= 0, got {args.top}")
     try:

@@ -303,8 +303,12 @@ def _load_program(model_or_path: ModelLike) -> tuple[Any, Any, str]:
     return prog, spec, source
 
 
-def _main_function(prog: Any) -> Any:
+def _main_function(prog: Any, function: str | None = None) -> Any:
     funcs = prog.functions
+    if function is not None:
+        if function not in funcs:
+            raise ValueError(f"the program has no function {function!r}; it has {sorted(funcs)}")
+        return funcs[function]
     return funcs["main"] if "main" in funcs else next(iter(funcs.values()))
 
 
@@ -391,30 +395,53 @@ def _flops(op: Any) -> int:
     return 2 * math.prod(sizes.values())
 
 
-def _flexible_inputs(spec: Any, func: Any) -> dict[str, str]:
-    """Input name -> kind of shape flexibility ('range', 'enumerated' or 'symbolic')."""
-    flex: dict[str, str] = {}
+def _flexible_inputs(spec: Any, func: Any) -> dict[str, tuple[str, str]]:
+    """Input name -> (kind, what it allows): kind is 'range', 'enumerated' or 'symbolic'."""
+    flex: dict[str, tuple[str, str]] = {}
     if spec is not None:
         for feat in spec.description.input:
             which = feat.type.WhichOneof("Type")
             if which == "multiArrayType":
-                kind = feat.type.multiArrayType.WhichOneof("ShapeFlexibility")
+                arr = feat.type.multiArrayType
+                kind = arr.WhichOneof("ShapeFlexibility")
+                if kind == "enumeratedShapes":
+                    detail = ", ".join(_fmt_shape(tuple(s.shape)) for s in arr.enumeratedShapes.shapes)
+                elif kind == "shapeRange":
+                    detail = _fmt_shape(tuple(_fmt_range(r.lowerBound, r.upperBound) for r in arr.shapeRange.sizeRanges))
+                else:
+                    detail = ""
             elif which == "imageType":
-                kind = feat.type.imageType.WhichOneof("SizeFlexibility")
+                img = feat.type.imageType
+                kind = img.WhichOneof("SizeFlexibility")
+                if kind == "enumeratedSizes":
+                    detail = ", ".join(f"{s.height}x{s.width}" for s in img.enumeratedSizes.sizes)
+                elif kind == "imageSizeRange":
+                    r = img.imageSizeRange
+                    detail = f"{_fmt_range(r.heightRange.lowerBound, r.heightRange.upperBound)} x " \
+                             f"{_fmt_range(r.widthRange.lowerBound, r.widthRange.upperBound)}"
+                else:
+                    detail = ""
             else:
                 kind = None
             if kind:
-                flex[feat.name] = "enumerated" if kind.startswith("enumerated") else "range"
+                flex[feat.name] = ("enumerated" if kind.startswith("enumerated") else "range", detail)
     for name, var in func.inputs.items():
         if name not in flex and any(_is_symbolic(s) for s in var.shape):
-            flex[name] = "symbolic"
+            flex[name] = ("symbolic", _fmt_shape(tuple(var.shape)))
     return flex
+
+
+def _fmt_range(lower: int, upper: int) -> str:
+    """A size range as text: ``8`` for a fixed size, ``1..64``, or ``1..`` when unbounded (upper -1)."""
+    if lower == upper:
+        return str(lower)
+    return f"{lower}..{upper}" if upper >= 0 else f"{lower}.."
 
 
 # --------------------------------------------------------------------------- rules
 
 
-def _findings(func: Any, ops: list[tuple[Any, OpInfo]], flex: dict[str, str]) -> list[Finding]:
+def _findings(func: Any, ops: list[tuple[Any, OpInfo]], flex: dict[str, tuple[str, str]]) -> list[Finding]:
     rules = {r["id"]: r for r in ane_rules()["rules"]}
     friendly = {e["op"] for e in ane_rules()["ane_friendly_ops"]}
     out_names = {v.name for v in func.outputs}
@@ -424,8 +451,9 @@ def _findings(func: Any, ops: list[tuple[Any, OpInfo]], flex: dict[str, str]) ->
         r = rules[rule_id]
         found.append(Finding(rule_id, severity or r["severity"], where, message, r["reason"], _citation(r["source"])))
 
-    for name, kind in flex.items():
-        add("flexible_input_shape", name, f"input {name!r} has a {kind} (not fixed) shape",
+    for name, (kind, detail) in flex.items():
+        article = "an" if kind[0] in "aeiou" else "a"
+        add("flexible_input_shape", name, f"input {name!r} has {article} {kind} (not fixed) shape" + (f": {detail}" if detail else ""),
             severity="info" if kind == "enumerated" else None)
     for mil_op, info in ops:
         for t in info.outputs:
@@ -454,12 +482,15 @@ def _findings(func: Any, ops: list[tuple[Any, OpInfo]], flex: dict[str, str]) ->
 # --------------------------------------------------------------------------- entry points
 
 
-def analyze(model_or_path: ModelLike) -> ProgramReport:
+def analyze(model_or_path: ModelLike, function: str | None = None) -> ProgramReport:
     """Read a converted ML Program and report what it contains (see the module docstring).
 
     Args:
         model_or_path: a ``coremltools.models.MLModel`` (ML Program), a path to a saved
             ``.mlpackage``, or a MIL ``Program``.
+        function: which function of a multifunction program (e.g. one made by
+            ``coremltools.utils.materialize_dynamic_shape_mlmodel``); default ``main``,
+            else the first one.
 
     Returns:
         a ``ProgramReport``: per-op shapes/dtypes/bytes/FLOPs, weights, findings.
@@ -467,7 +498,10 @@ def analyze(model_or_path: ModelLike) -> ProgramReport:
     Shapes: any; each output's last axis is padded to 64 bytes for ``padded_bytes``.
     """
     prog, spec, source = _load_program(model_or_path)
-    func = _main_function(prog)
+    func = _main_function(prog, function)
+    if function is not None:
+        source = f"{source}, function {function!r}"
+        spec = None  # the spec's description is the default function's; read this function's own inputs
     ops: list[tuple[Any, OpInfo]] = []
     weights: dict[str, int] = {}
     for op in _walk(func):

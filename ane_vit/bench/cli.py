@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..coreml_log import quiet_native_library_warnings
 from .original import load_original, original_comparison_table, original_note, original_specs
 from .plots import plot_bench
 from .results import comparison_table, save_results
@@ -40,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
         help="add the original repository's recorded programs (default file: results/original_programs.json) as a third "
         "column and bar, and benchmark the configurations recorded there (choose with --models, see --list)",
     )
+    parser.add_argument("--overwrite", action="store_true", help="replace existing results/<name>.json and .png (refused without it)")
     parser.add_argument("--keep-models", metavar="DIR", help="keep the .mlpackage files in DIR, replacing packages of the same name (default: a temporary folder)")
     return parser
 
@@ -47,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point (``python -m ane_vit.bench --help``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    quiet_native_library_warnings()  # before coremltools is imported: see ane_vit.coreml_log
     parser = _parser()
     args = parser.parse_args(argv)
     from ..attention import PEType
@@ -84,6 +87,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: cannot write to --output-dir {out_dir}: {exc}", file=sys.stderr)
         return 2
     stem = args.name or f"bench_{platform.system().lower()}_cpu" + ("_quick" if args.quick else "") + ("_original" if original else "")
+    existing = [str(p) for p in (out_dir / f"{stem}.json", out_dir / f"{stem}.png") if p.exists()]
+    if existing and not args.overwrite:
+        # checked before measuring: committed results (with their provenance) are not replaced by accident
+        print(f"error: {' and '.join(existing)} already exist(s); pass --overwrite to replace, or --name/--output-dir "
+              "to write elsewhere", file=sys.stderr)
+        return 2
     start = time.perf_counter()
     results = run_benchmark(
         specs,

@@ -7,6 +7,8 @@
 * ``export_moat`` builds a MOAT model with ``ane_vit.moat.build_model`` and exports it under
   the seed's file-name scheme (``default_filename``).
 * ``python -m ane_vit.export`` (``main``) exports what the seed's ``export.py`` exported.
+* ``enumerated_shapes=[...]`` (``--enumerated-sizes``) makes one program for several input
+  sizes, for models whose layers do not depend on the token count (chapter 9).
 
 Conversion runs on any OS (coremltools converts on Linux); running the program needs
 macOS (see ``ane_vit.device``). ``coremltools`` is imported inside the functions so that
@@ -29,12 +31,14 @@ from __future__ import annotations
 #   save      export_model, export_moat: convert and save a .mlpackage
 #   metadata  what a package records about itself, and its size on disk
 #   paths     file names (the seed's scheme), target and shape checks
+#   shapes    several input sizes in one program: checks for enumerated shapes
 #   cli       the command line (python -m ane_vit.export, run by __main__.py)
 from .cli import main
 from .convert import DEFAULT_DEPLOYMENT_TARGET, IMAGENET_MEAN, IMAGENET_STD, to_mlprogram
 from .metadata import config_to_dict, package_nbytes, read_metadata
-from .paths import default_filename
+from .paths import default_filename, enumerated_filename
 from .save import export_moat, export_model
+from .shapes import MAX_ENUMERATED_SHAPES
 
 __all__ = [
     "DEFAULT_DEPLOYMENT_TARGET",
@@ -44,6 +48,8 @@ __all__ = [
     "export_model",
     "export_moat",
     "default_filename",
+    "enumerated_filename",
+    "MAX_ENUMERATED_SHAPES",
     "config_to_dict",
     "read_metadata",
     "package_nbytes",

@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..attention import PEType
+from ..coreml_log import quiet_native_library_warnings
 from ..moat import ATTENTION_MODES
 from . import save  # save.export_moat is looked up when main runs, so a test can patch it
 from .metadata import package_nbytes
-from .paths import _check_target, default_filename
+from .paths import _check_target, default_filename, enumerated_filename
 
 _DEFAULT_SHAPES = ((512, 512), (256, 256))  # the seed's export.py, in its order
 
@@ -55,6 +56,9 @@ def _build_parser(archs: Sequence[str]) -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", default="exported_model", metavar="DIR", help="folder for the .mlpackage files (default: exported_model)")
     parser.add_argument("--no-split-head", action="store_true", help="one fused softmax over all heads instead of one per head")
     parser.add_argument("--image-input", action="store_true", help="RGB image input, ImageNet normalisation inside the model")
+    parser.add_argument("--enumerated-sizes", action="store_true",
+                        help="one program per attention mode that takes every --size/--shape (the first is the default); "
+                             "needs --pe-type LePE_FUSED or NONE and global attention")
     parser.add_argument("--overwrite", action="store_true", help="replace existing .mlpackage files")
     parser.add_argument("--dry-run", action="store_true", help="check every job and list the files that would be written; convert nothing")
     return parser
@@ -72,12 +76,29 @@ def _plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[dic
         if min(s) <= 0:
             parser.error(f"shape sizes must be positive, got {s}")
     modes: list[str] = []
-    for mode in args.attention_mode or ["both"]:
+    for mode in args.attention_mode or (["global"] if args.enumerated_sizes else ["both"]):
         for m in ATTENTION_MODES if mode == "both" else (mode,):
             if m not in modes:
                 modes.append(m)
     split_head = not args.no_split_head
     jobs = []
+    if args.enumerated_sizes:
+        if len(set(shapes)) < 2:
+            parser.error(f"--enumerated-sizes needs at least two different --size/--shape, got {shapes}")
+        if args.pe_type not in (PEType.LePE_FUSED, PEType.NONE):
+            parser.error(f"--enumerated-sizes needs --pe-type LePE_FUSED or NONE (the others are sized for one resolution), got {args.pe_type.name}")
+        if "local" in modes:
+            parser.error("--enumerated-sizes works with global attention only (--attention-mode global)")
+        for mode in modes:
+            cfg = {"base_arch": args.arch, "attention_mode": mode, "pe_type": args.pe_type, "split_head": split_head}
+            jobs.append(
+                dict(
+                    base_arch=args.arch, shape=shapes[0], attention_mode=mode, pe_type=args.pe_type,
+                    split_head=split_head, num_classes=args.num_classes, image_input=args.image_input,
+                    enumerated_shapes=shapes, path=Path(args.output_dir) / enumerated_filename(cfg, shapes),
+                )
+            )
+        return jobs
     for mode in modes:  # the seed's loop order: attention mode, then shape
         for s in shapes:
             cfg = {"base_arch": args.arch, "attention_mode": mode, "pe_type": args.pe_type, "split_head": split_head}
@@ -123,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     files. The output folder is created only when the first package is saved.
     """
     os.environ.setdefault("TQDM_DISABLE", "1")
+    quiet_native_library_warnings()  # before coremltools is imported: see ane_vit.coreml_log
     from ..moat import ARCHITECTURES
 
     parser = _build_parser(sorted(ARCHITECTURES))

@@ -71,6 +71,8 @@ def to_mlprogram(
     image_input: bool = False,
     image_mean: Sequence[float] = IMAGENET_MEAN,
     image_std: Sequence[float] = IMAGENET_STD,
+    enumerated_shapes: Sequence[Sequence[int]] | None = None,
+    check_shapes: bool = True,
 ):
     """Trace ``module`` on ``example_inputs`` and convert it to an ML Program (in memory).
 
@@ -87,6 +89,15 @@ def to_mlprogram(
             computes ``(pixel / 255 - image_mean) / image_std`` itself.
         image_mean, image_std: per-channel normalisation used with ``image_input``
             (ImageNet's by default).
+        enumerated_shapes: 2 to 128 shapes the (single) input may take, the example's
+            among them (it is the default); ``None`` fixes the example's shape. Refused
+            (``ValueError``) for a module with a ``WindowAttention`` whose PE type bakes a
+            token count (``LePE_ADD``, ``RPE``, ``SINGLE_HEAD_RPE``).
+        check_shapes: with ``enumerated_shapes``, fix the converted program at each shape
+            (``ane_vit.export.shapes.check_materializes``) and raise ``ValueError`` naming a
+            shape it cannot take (a constant traced at the example's size). ``False`` skips
+            this and the PE-type check: the program is then converted as asked, to study what
+            breaks (``ane_vit.export.shapes.materialization_errors``).
 
     Shapes: ``example_inputs: (B, C, H, W)`` (any fixed shape; ``(B, 3, H, W)`` for images).
 
@@ -113,6 +124,22 @@ def to_mlprogram(
     except (AttributeError, TypeError):
         raise ValueError(f"unknown minimum_deployment_target {minimum_deployment_target!r}; e.g. 'iOS16', 'macOS13'") from None
 
+    input_shape = tuple(example_inputs[0].shape)
+    if enumerated_shapes is not None:
+        from .shapes import check_enumerated_shapes, fixed_size_layers
+
+        if len(example_inputs) != 1:
+            raise ValueError(f"enumerated_shapes needs a module with one input, got {len(example_inputs)} inputs")
+        shapes = check_enumerated_shapes(enumerated_shapes, input_shape)
+        fixed = fixed_size_layers(module) if check_shapes else []
+        if fixed:
+            names = ", ".join(f"{n} ({pe.name})" for n, pe in fixed[:3]) + (f" and {len(fixed) - 3} more" if len(fixed) > 3 else "")
+            raise ValueError(
+                f"cannot convert for several input sizes: {len(fixed)} attention layer(s) use a position embedding "
+                f"sized for one token count: {names}. Use PEType.LePE_FUSED or PEType.NONE, or one program per size"
+            )
+        input_shape = ct.EnumeratedShapes(shapes=shapes, default=input_shape)
+
     inv_std = None
     if image_input:
         shape = tuple(example_inputs[0].shape)
@@ -120,12 +147,14 @@ def to_mlprogram(
             raise ValueError(
                 f"image_input needs exactly one input of shape (B, 3, H, W), got shapes {[tuple(t.shape) for t in example_inputs]}"
             )
+        if enumerated_shapes is not None and any(s[1] != 3 for s in shapes):
+            raise ValueError(f"image_input needs every enumerated shape to be (B, 3, H, W), got {shapes}")
         _check_image_normalization(image_mean, image_std)
         inv_std = [1.0 / float(s) for s in image_std]
         inputs = [
             ct.ImageType(
                 name=input_names[0],
-                shape=shape,
+                shape=input_shape,
                 scale=1.0 / 255.0,  # one scale for all channels: pixels to [0, 1]
                 bias=[-float(m) for m in image_mean],  # per channel: minus the mean
                 color_layout=ct.colorlayout.RGB,
@@ -134,8 +163,8 @@ def to_mlprogram(
     else:
         # Integer inputs (e.g. indices) stay integers; anything else is a float input.
         inputs = [
-            ct.TensorType(name=n, shape=tuple(t.shape), dtype=np.int32 if not t.is_floating_point() else None)
-            for n, t in zip(input_names, example_inputs)
+            ct.TensorType(name=n, shape=input_shape if i == 0 else tuple(t.shape), dtype=np.int32 if not t.is_floating_point() else None)
+            for i, (n, t) in enumerate(zip(input_names, example_inputs))
         ]
 
     wrapper = _ExportWrapper(module.eval(), inv_std).eval()
@@ -154,7 +183,7 @@ def to_mlprogram(
         # coremltools converts TorchScript; recent torch marks jit.trace deprecated: nothing to act on here.
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace.* is deprecated", category=DeprecationWarning)
         traced = torch.jit.trace(wrapper, example_inputs)
-    return ct.convert(
+    mlmodel = ct.convert(
         traced,
         convert_to="mlprogram",
         inputs=inputs,
@@ -162,3 +191,8 @@ def to_mlprogram(
         compute_precision=precisions[compute_precision],
         minimum_deployment_target=target,
     )
+    if enumerated_shapes is not None and check_shapes:
+        from .shapes import check_materializes
+
+        check_materializes(mlmodel, input_names[0], shapes)
+    return mlmodel

@@ -99,3 +99,13 @@ def _check_target(path: Path, overwrite: bool) -> None:
             raise PermissionError(errno.EACCES, f"{parent} is not writable")
     except OSError as err:
         raise OSError(err.errno, f"cannot write to the output folder ({err.strerror}); choose another folder", str(folder)) from err
+
+
+def enumerated_filename(config: Any, shapes: Sequence[Sequence[int]]) -> str:
+    """``default_filename`` of the first (default) shape with ``_sizes-{H}x{W}-{H}x{W}...`` added.
+
+    E.g. ``tiny-moat-0_globalAttn_batch1_256x256_PEType.LePE_FUSED_split-head_True_sizes-256x256-224x224.mlpackage``.
+    """
+    shapes = [_check_shape(s) for s in shapes]
+    sizes = "-".join(f"{h}x{w}" for _, _, h, w in shapes)
+    return default_filename(config, shapes[0])[: -len(".mlpackage")] + f"_sizes-{sizes}.mlpackage"

@@ -4,6 +4,7 @@ by architecture name, under the seed's file-name scheme). Re-exported by ``ane_v
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -24,7 +25,7 @@ from .convert import (
     to_mlprogram,
 )
 from .metadata import _set_metadata
-from .paths import _check_shape, _check_target, _resolve_path, default_filename
+from .paths import _check_shape, _check_target, _resolve_path, default_filename, enumerated_filename
 
 __all__ = ["export_model", "export_moat"]
 
@@ -46,6 +47,7 @@ def export_model(
     compute_precision: str = "float16",
     overwrite: bool = False,
     metadata: Mapping[str, Any] | None = None,
+    enumerated_shapes: Sequence[Sequence[int]] | None = None,
 ) -> Path:
     """Convert ``model`` to a float16 ML Program with a fixed input shape and save it.
 
@@ -72,6 +74,9 @@ def export_model(
             created only then.
         metadata: extra entries; ``author``, ``short_description``, ``version``, ``license``
             set the standard fields, other keys are added to the user-defined metadata.
+        enumerated_shapes: several input shapes for one program (``example_input``'s
+            among them, the default): see ``to_mlprogram``; recorded in the metadata as
+            ``ane_vit.enumerated_shapes``.
 
     Shapes: ``example_input: (B, C, H, W)`` (or any fixed shape for a tensor input).
 
@@ -100,6 +105,7 @@ def export_model(
         image_input=image_input,
         image_mean=image_mean,
         image_std=image_std,
+        enumerated_shapes=enumerated_shapes,
     )
     _set_metadata(
         mlmodel,
@@ -115,6 +121,12 @@ def export_model(
         minimum_deployment_target=minimum_deployment_target,
         metadata=metadata,
     )
+    if enumerated_shapes is not None:
+        listed = [list(s) for s in enumerated_shapes]
+        mlmodel.user_defined_metadata["ane_vit.enumerated_shapes"] = json.dumps(listed)
+        mlmodel.short_description = mlmodel.short_description.replace(
+            f"fixed input {input_name} {shape}", f"input {input_name} of {len(listed)} enumerated shapes (default {shape})"
+        )
     if target.exists() and not overwrite:  # appeared during the conversion
         raise FileExistsError(f"{target} already exists; pass overwrite=True / --overwrite to replace it")
     _save_atomically(mlmodel, target)
@@ -175,6 +187,7 @@ def export_moat(
     num_classes: int | None = None,
     overwrite: bool = False,
     image_input: bool = False,
+    enumerated_shapes: Sequence[Sequence[int]] | None = None,
     **export_kwargs: Any,
 ) -> Path:
     """Build a MOAT model (``ane_vit.moat.build_model``) and export it as the seed named it.
@@ -185,6 +198,9 @@ def export_moat(
     is the 8x8 window the seed's ``export.py`` passed explicitly. ``channel_buffer_align``
     (widths rounded up to multiples of 32) is on by default; the seed's ``export.py``
     turned it off, which changes nothing for tiny-moat-0 (all widths are multiples of 32).
+    ``enumerated_shapes`` (``shape`` among them, the default) makes one program for several
+    sizes, saved as ``enumerated_filename(config, [shape, *others])``; it needs global
+    attention with ``pe_type`` ``LePE_FUSED`` or ``NONE``.
     Other keyword arguments go to ``export_model``.
 
     Shapes: ``shape = (B, 3, H, W)`` with H and W multiples of 32.
@@ -220,10 +236,16 @@ def export_moat(
         "ane_vit.base_arch": base_arch,
     }
     meta.update(export_kwargs.pop("metadata", None) or {})
+    if enumerated_shapes is None:
+        filename = default_filename(config, shape)
+    else:
+        others = [tuple(s) for s in enumerated_shapes if tuple(s) != tuple(shape)]
+        filename = enumerated_filename(config, [shape, *others])
+        export_kwargs["enumerated_shapes"] = enumerated_shapes
     return export_model(
         model,
         example,
-        Path(output_dir) / default_filename(config, shape),
+        Path(output_dir) / filename,
         config=config,
         output_names=names,
         image_input=image_input,

@@ -1,0 +1,123 @@
+"""ane_vit.port.load_seed_state_dict: the seed MOAT's key names and shapes load into ours.
+
+The fixture ``data/seed_moat_state_dict_keys.json`` lists the state-dict names and shapes of
+the seed's MOAT (apple/ml-vision-transformers-ane, commit recorded in the file) for three
+builds; it was recorded from the seed, independently of ``ane_vit.port.seed``.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ane_vit.moat import build_model
+from ane_vit.port import load_seed_state_dict, seed_key, seed_rpe_table_to_ane, to_seed_state_dict
+from ane_vit.testing import assert_parity, randomize_
+
+FIXTURE = json.loads((Path(__file__).parent / "data" / "seed_moat_state_dict_keys.json").read_text())
+MODELS = FIXTURE["models"]
+
+
+def _ours(build, seed=None, **overrides):
+    kwargs = dict(build, shape=tuple(build["shape"]), **overrides)
+    _, model = build_model(**kwargs)
+    if seed is not None:
+        randomize_(model, seed=seed)
+    return model.eval()
+
+
+def _random_seed_dict(names_shapes, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, shape in names_shapes.items():
+        if name.endswith("num_batches_tracked"):
+            out[name] = torch.tensor(7)
+        elif name.endswith("running_var"):
+            out[name] = torch.rand(shape, generator=g) + 0.5  # a variance is positive
+        else:
+            out[name] = torch.randn(shape, generator=g) * 0.1
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_our_model_has_exactly_the_seeds_keys_and_shapes(name):
+    entry = MODELS[name]
+    model = _ours(entry["build"])
+    assert to_seed_state_dict(model).keys() == entry["state_dict"].keys()
+    assert {k: list(v.shape) for k, v in to_seed_state_dict(model).items()} == entry["state_dict"]
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_a_seed_state_dict_loads_in_place_and_round_trips(name):
+    entry = MODELS[name]
+    seed_dict = _random_seed_dict(entry["state_dict"])
+    model = _ours(entry["build"], seed=1)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        before = [t.clone() for t in model(x)]
+    assert load_seed_state_dict(model, seed_dict) is model
+    for key, value in model.state_dict().items():
+        theirs = seed_key(key)
+        expected = seed_dict[theirs]
+        if key.endswith("relative_position_bias_table"):
+            expected = seed_rpe_table_to_ane(expected)
+        assert torch.equal(value, expected.to(value.dtype)), key
+    with torch.no_grad():
+        after = model(x)
+    assert all(not torch.allclose(a, b) for a, b in zip(after, before))  # the weights changed the outputs
+    # ours -> seed names -> a fresh model: identical outputs
+    fresh = load_seed_state_dict(_ours(entry["build"], seed=2), to_seed_state_dict(model))
+    with torch.no_grad():
+        assert_parity(list(after), list(fresh(x)), atol=0.0)
+    # split_head changes the computation, not the weights
+    other = load_seed_state_dict(_ours(entry["build"], split_head=False), to_seed_state_dict(model))
+    with torch.no_grad():
+        assert_parity(list(after), list(other(x)), min_psnr=100.0)
+
+
+def test_rpe_table_orientation():
+    entry = MODELS["tiny-moat-0/global/SINGLE_HEAD_RPE/align=True/64x64"]
+    seed_dict = _random_seed_dict(entry["state_dict"])
+    model = load_seed_state_dict(_ours(entry["build"]), seed_dict)
+    key = "_blocks.2.0._window_attention.relative_position_bias_table"
+    table = seed_dict[key]  # (2wh-1, 2ww-1, 1): the seed adds table[pos(k) - pos(q)]
+    ours = model.stages[2][0].attention.relative_position_bias_table  # ours adds table[pos(q) - pos(k)]
+    wh, ww = model.stages[2][0].attention.window_size
+    dy, dx = 1, 2  # the offset pos(q) - pos(k) = (1, 2) is the seed's offset (-1, -2)
+    assert ours[(dy + wh - 1) * (2 * ww - 1) + (dx + ww - 1), 0] == table[-dy + wh - 1, -dx + ww - 1, 0]
+
+
+def test_errors_name_the_keys_and_shapes():
+    entry = MODELS["tiny-moat-0/global/LePE_ADD/align=True/64x64"]
+    model = _ours(entry["build"], seed=3)
+    snapshot = {k: v.clone() for k, v in model.state_dict().items()}
+    good = _random_seed_dict(entry["state_dict"])
+
+    bad = dict(good, **{"_blocks.2.0._window_attention.abs_pe": torch.zeros(1, 64, 128)})
+    with pytest.raises(ValueError, match=r"1 key\(s\) of the wrong shape: _blocks\.2\.0\._window_attention\.abs_pe: expected \(1, 16, 128\), got \(1, 64, 128\)"):
+        load_seed_state_dict(model, bad)
+    with pytest.raises(ValueError, match=r"1 unexpected key\(s\) that the model has no place for: _blocks\.9\.0\.extra\.weight"):
+        load_seed_state_dict(model, dict(good, **{"_blocks.9.0.extra.weight": torch.zeros(1)}))
+    missing = {k: v for k, v in good.items() if k != "_stem.0.bias"}
+    with pytest.raises(ValueError, match=r"1 missing key\(s\) that the model needs: _stem\.0\.bias"):
+        load_seed_state_dict(model, missing)
+    # a seed dict of another PE type: the LePE keys are unexpected, the RPE tables missing
+    rpe = _random_seed_dict(MODELS["tiny-moat-0/global/SINGLE_HEAD_RPE/align=True/64x64"]["state_dict"])
+    with pytest.raises(ValueError, match=r"missing key\(s\) that the model needs: .*abs_pe"):
+        load_seed_state_dict(model, rpe)
+    assert all(torch.equal(v, snapshot[k]) for k, v in model.state_dict().items())  # nothing was copied
+    with pytest.raises(ValueError, match="classifier head"):
+        load_seed_state_dict(_ours(entry["build"], num_classes=10), good)
+    with pytest.raises(TypeError, match="must be an ane_vit.moat.MOAT, got Linear"):
+        load_seed_state_dict(torch.nn.Linear(2, 2), good)
+    with pytest.raises(TypeError, match="mapping of names to tensors, got list"):
+        load_seed_state_dict(model, list(good.items()))
+
+
+def test_seed_key_examples():
+    assert seed_key("stem.2.running_mean") == "_stem.2.running_mean"
+    assert seed_key("stages.0.1.se.reduce.weight") == "_blocks.0.1._se_reduce.weight"
+    assert seed_key("stages.2.0.mbconv.expand_norm.bias") == "_blocks.2.0._mbconv._bn0.bias"
+    assert seed_key("stages.3.1.attention.lepe.weight") == "_blocks.3.1._window_attention.LePE_for_Value.weight"
+    assert seed_key("head.fc.weight") is None
