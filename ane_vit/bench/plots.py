@@ -43,14 +43,14 @@ def _describe(gm: float) -> str:
 
 
 def _finding(label: str, ref: list, ane: list, orig: list | None = None) -> str:
-    if orig is None:  # reference vs ANE
+    if orig is None:  # reference vs ANE; the ratio on a second line keeps neighbouring titles apart
         found = _ratio(ref, ane)
         if found is None:
             return label
         gm, many = found
         if abs(gm - 1) < 0.02:
-            return f"{label}: ANE ~ reference"
-        return f"{label}: ANE {_describe(gm)}" + (" (geo. mean)" if many else "")
+            return f"{label}\nANE ~ reference"
+        return f"{label}\nANE {_describe(gm)}" + (" (geo. mean)" if many else "")
     parts = [(name, _ratio(base, ane)) for name, base in (("reference", ref), ("original", orig))]
     parts = [f"{_describe(found[0])} {'than' if abs(found[0] - 1) >= 0.02 else ''} {name}".replace("  ", " ") for name, found in parts if found]
     return f"{label}\nours: " + ",\n".join(parts) + " (geo. means)" if parts else label  # narrow panels
