@@ -24,7 +24,9 @@ class BenchSpec:
 
     ``implementation="ane"`` builds the ANE layout with the weights of the reference twin
     built from the same ``seed`` (ported), so both programs of a pair compute the same
-    function. ``builder`` replaces the built-in families (``"moat"``, ``"deit"``): a
+    function. The reference's weights are randomised first (``ane_vit.testing.randomize_``
+    with ``seed``): a fresh model's identity LayerNorms and zero embeddings are removed by
+    the converter, and its programs would look smaller than a trained model's. ``builder`` replaces the built-in families (``"moat"``, ``"deit"``): a
     callable ``spec -> (module, example_input, config_or_None)``, e.g. for a tiny test model.
 
     Shapes: ``example_input: (1, 3, image_size, image_size)`` for the built-in families.
@@ -75,10 +77,12 @@ def _build_moat(spec: BenchSpec):
     from ..moat import build_model
     from ..port.moat import port_moat_weights
     from ..reference.moat import build_reference_model
+    from ..testing import randomize_
 
     shape = (1, 3, spec.image_size, spec.image_size)
     kwargs = dict(shape=shape, base_arch=spec.arch, attention_mode=spec.attention_mode, pe_type=PEType[spec.pe_type])
     config, reference = build_reference_model(**kwargs)
+    randomize_(reference, seed=spec.seed)
     if spec.implementation == "reference":
         return reference, spec.example_input(), config
     config, ane = build_model(split_head=spec.split_head, **kwargs)
@@ -89,9 +93,10 @@ def _build_deit(spec: BenchSpec):
     from ..deit import DEIT_CONFIGS, build_deit
     from ..port.deit import port_deit_weights
     from ..reference.deit import ReferenceDeiT
+    from ..testing import randomize_
 
     config = DEIT_CONFIGS[spec.arch]
-    reference = ReferenceDeiT(config, image_size=spec.image_size, num_classes=1000)
+    reference = randomize_(ReferenceDeiT(config, image_size=spec.image_size, num_classes=1000), seed=spec.seed)
     if spec.implementation == "reference":
         return reference, spec.example_input(), config
     ane = build_deit(config, image_size=spec.image_size, num_classes=1000, split_head=spec.split_head)
