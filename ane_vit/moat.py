@@ -193,8 +193,8 @@ def moat_config(
     Raises:
         ValueError: listing what is allowed, for an unknown ``base_arch``, an image size
             that is not a multiple of 32, an unsupported ``output_stride`` or
-            ``attention_mode``, a ``local_window_size`` with global attention, or a local
-            window outside 6..16 or not dividing the attention stages' maps.
+            ``attention_mode`` or ``local_layout``, a ``local_window_size`` with global
+            attention, or a local window outside 6..16 or not dividing the attention stages' maps.
     """
     if base_arch not in ARCHITECTURES:
         raise ValueError(f"unknown base_arch {base_arch!r}; expected one of {list(ARCHITECTURES)}")
