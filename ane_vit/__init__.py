@@ -35,7 +35,7 @@ from .layout import (
 )
 from .moat import ARCHITECTURES, MOAT, MOATConfig, build_model
 from .norm import LayerNormANE
-from .partition import window_partition, window_reverse
+from .partition import window_partition, window_partition_nchw, window_reverse, window_reverse_nchw
 from .port import port_attention_weights
 from .testing import assert_parity, check_shape, max_abs_error, psnr
 
@@ -47,6 +47,8 @@ __all__ = [
     "relative_position_index",
     "window_partition",
     "window_reverse",
+    "window_partition_nchw",
+    "window_reverse_nchw",
     "bnc_to_bc1s",
     "bc1s_to_bnc",
     "nchw_to_bc1s",

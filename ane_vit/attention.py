@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ._checks import flag, positive_int
-from .partition import parse_window_size
+from .partition import _size, parse_window_size
 
 __all__ = ["PEType", "WindowAttention", "relative_position_index"]
 
@@ -224,56 +224,69 @@ class WindowAttention(nn.Module):
         ``(B, C, H, W)`` reshaped for global attention) call this directly. ``hw``: the
         ``(H, W)`` of the map for LePE's 3x3 conv (default ``window_size``); a caller that
         passes the sizes it read from its input keeps them traced, so a converted program
-        with ``LePE_FUSED`` (or ``NONE``) accepts other resolutions (chapter 9).
+        with ``LePE_FUSED`` (or ``NONE``) accepts other resolutions (chapter 9). Axis 2 may
+        also hold windows, ``(B, C, nW, N)`` from ``ane_vit.window_partition_nchw``: every
+        window attends over its own ``N`` tokens, the einsums batching over axis 2, so local
+        attention needs no transpose around the layer either.
 
-        Shapes: ``x: (B, C, 1, N) -> (B, C, 1, N)``
+        Shapes: ``x: (B, C, nW, N) -> (B, C, nW, N)`` (``nW = 1``: ``(B, C, 1, N)``)
         """
-        if not torch.jit.is_tracing() and (x.dim() != 4 or tuple(x.shape[1:]) != (self.dim, 1, self.num_tokens)):
+        if not torch.jit.is_tracing() and (
+            x.dim() != 4 or x.shape[1] != self.dim or x.shape[3] != self.num_tokens or x.shape[2] < 1
+        ):
             raise ValueError(
-                f"WindowAttention.forward_bc1s expects x of shape (B, {self.dim}, 1, {self.num_tokens}), "
-                f"got {tuple(x.shape)}"
+                f"WindowAttention.forward_bc1s expects windows (B, {self.dim}, nW, {self.num_tokens}) "
+                f"or x of shape (B, {self.dim}, 1, {self.num_tokens}), got {tuple(x.shape)}"
             )
         if not torch.jit.is_tracing():
             self._check_dtype(x)
         if self.pe_type == PEType.LePE_ADD:
             # a new tensor: the caller's input is left untouched
             x = x + self.abs_pe.permute(0, 2, 1).unsqueeze(2)  # (1, N, C) -> (1, C, 1, N), folded at conversion
-        q = self.q_proj(x) * self.scale  # (B, C, 1, N); scaling q, not the N x N scores, keeps fp16 scores small
-        k = self.k_proj(x)  # (B, C, 1, N)
-        v = self.v_proj(x)  # (B, C, 1, N)
+        q = self.q_proj(x) * self.scale  # (B, C, nW, N); scaling q, not the N x N scores, keeps fp16 scores small
+        k = self.k_proj(x)  # (B, C, nW, N)
+        v = self.v_proj(x)  # (B, C, nW, N)
         bias = self.position_bias()  # (h, N_k, 1, N_q) or None
         if self.split_head:
             out = self._split_head_attention(q, k, v, bias)
         else:
-            out = self._fused_attention(q, k, v, bias)  # (B, C, 1, N)
+            out = self._fused_attention(q, k, v, bias)  # (B, C, nW, N)
         if self.pe_type in (PEType.LePE_ADD, PEType.LePE_FUSED):
             out = out + self._lepe(v, hw)
-        return self.proj_drop(self.proj(out))  # (B, C, 1, N)
+        return self.proj_drop(self.proj(out))  # (B, C, nW, N)
 
     def _lepe(self, v: torch.Tensor, hw: tuple[int, int] | None = None) -> torch.Tensor:
-        b, c, _, n = v.shape
-        h, w = self.window_size if hw is None else hw
-        v_2d = v.reshape(b, c, h, w)  # (B, C, 1, N) -> (B, C, h, w): a view in PyTorch (row-major)
-        return self.lepe(v_2d).reshape(b, c, 1, n)  # (B, C, 1, N)
+        b, c, n_windows, n = v.shape
+        if _size(n_windows) == 1:
+            h, w = self.window_size if hw is None else hw
+            v_2d = v.reshape(b, c, h, w)  # (B, C, 1, N) -> (B, C, h, w): a view in PyTorch (row-major)
+            return self.lepe(v_2d).reshape(b, c, 1, n)  # (B, C, 1, N)
+        # The 3x3 filter must not reach across window borders: one image per window.
+        v_2d = v.permute(0, 2, 1, 3).reshape(b * n_windows, c, *self.window_size)  # (B*nW, C, wh, ww)
+        out = self.lepe(v_2d).reshape(b, n_windows, c, n)  # (B, nW, C, N)
+        return out.permute(0, 2, 1, 3)  # (B, C, nW, N)
 
     def _split_head_attention(self, q, k, v, bias):
         d = self.head_dim
-        heads_q = q.split(d, dim=1)  # h x (B, d, 1, N_q)
-        heads_v = v.split(d, dim=1)  # h x (B, d, 1, N_k)
+        # Axis 2 (letter h) is 1, or the windows: the einsums batch over it.
+        heads_q = q.split(d, dim=1)  # h x (B, d, nW, N_q)
+        heads_v = v.split(d, dim=1)  # h x (B, d, nW, N_k)
         # Transpose once, then split: cheaper than one transpose per head.
-        heads_k = k.permute(0, 3, 2, 1).split(d, dim=3)  # (B, N_k, 1, C) -> h x (B, N_k, 1, d)
+        heads_k = k.permute(0, 3, 2, 1).split(d, dim=3)  # (B, N_k, nW, C) -> h x (B, N_k, nW, d)
         outs = []
         for i in range(self.num_heads):
-            scores = torch.einsum("bchq,bkhc->bkhq", heads_q[i], heads_k[i])  # (B, N_k, 1, N_q)
+            scores = torch.einsum("bchq,bkhc->bkhq", heads_q[i], heads_k[i])  # (B, N_k, nW, N_q)
             if bias is not None:
-                scores = scores + bias[i if self.rpe_num_heads > 1 else 0]  # + (N_k, 1, N_q)
+                scores = scores + bias[i if self.rpe_num_heads > 1 else 0]  # + (N_k, 1, N_q), the same for every window
             weights = self.attn_drop(scores.softmax(dim=1))  # softmax over keys, the channel axis
-            outs.append(torch.einsum("bkhq,bchk->bchq", weights, heads_v[i]))  # (B, d, 1, N_q)
-        return torch.cat(outs, dim=1)  # (B, C, 1, N_q)
+            outs.append(torch.einsum("bkhq,bchk->bchq", weights, heads_v[i]))  # (B, d, nW, N_q)
+        return torch.cat(outs, dim=1)  # (B, C, nW, N_q)
 
     def _fused_attention(self, q, k, v, bias):
-        b, c, _, n = q.shape
+        b, c, n_windows, n = q.shape
         h, d = self.num_heads, self.head_dim
+        if _size(n_windows) > 1:
+            return self._fused_window_attention(q, k, v, bias)
         q = q.reshape(b, h, d, n)  # (B, C, 1, N) -> (B, h, d, N_q)
         k = k.reshape(b, h, d, n)  # (B, h, d, N_k)
         v = v.reshape(b, h, d, n)  # (B, h, d, N_k)
@@ -283,3 +296,16 @@ class WindowAttention(nn.Module):
         weights = self.attn_drop(scores.softmax(dim=2))  # softmax over keys
         out = torch.einsum("bhkq,bhdk->bhdq", weights, v)  # (B, h, d, N_q)
         return out.reshape(b, c, 1, n)  # (B, h, d, N_q) -> (B, C, 1, N_q)
+
+    def _fused_window_attention(self, q, k, v, bias):
+        b, c, n_windows, n = q.shape
+        h, d = self.num_heads, self.head_dim
+        q = q.reshape(b, h, d, n_windows, n)  # (B, C, nW, N) -> (B, h, d, nW, N_q): rank 5
+        k = k.reshape(b, h, d, n_windows, n)  # (B, h, d, nW, N_k)
+        v = v.reshape(b, h, d, n_windows, n)  # (B, h, d, nW, N_k)
+        scores = torch.einsum("bhdwq,bhdwk->bhwkq", q, k)  # (B, h, nW, N_k, N_q): all heads at once
+        if bias is not None:
+            scores = scores + bias.squeeze(2).unsqueeze(1)  # + (h|1, 1, N_k, N_q)
+        weights = self.attn_drop(scores.softmax(dim=3))  # softmax over keys
+        out = torch.einsum("bhwkq,bhdwk->bhdwq", weights, v)  # (B, h, d, nW, N_q)
+        return out.reshape(b, c, n_windows, n)  # (B, h, d, nW, N_q) -> (B, C, nW, N_q)

@@ -11,6 +11,7 @@ counts match it exactly. The channel-axis LayerNorm of the MOAT block is
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ._checks import positive_int, positive_ints
@@ -81,6 +82,11 @@ class MBConv(nn.Module):
         se_ratio: squeeze-excitation width = ``max(1, int(in_channels * se_ratio))``
             (a ratio of the block's INPUT channels, as in the seed); ``None`` or 0: no SE.
         kernel_size: depthwise kernel (odd).
+        fold_pre_norm: in eval mode, compute pre-norm and 1x1 expand as ONE 1x1 conv whose
+            weights and bias absorb the batch norm (exact: both are affine per channel). The
+            converted program then has no separate ``batch_norm`` op for it (coremltools folds
+            a batch norm *after* a conv, not one before it). Same parameters, same function;
+            the ANE MOAT uses it, the reference does not.
 
     Shapes: ``x: (B, in_channels, H, W) -> (B, out_channels, H/stride, W/stride)``
     """
@@ -93,6 +99,7 @@ class MBConv(nn.Module):
         expand_ratio: int = 4,
         se_ratio: float | None = None,
         kernel_size: int = 3,
+        fold_pre_norm: bool = False,
     ):
         super().__init__()
         in_channels = positive_int(in_channels, "in_channels")
@@ -105,6 +112,7 @@ class MBConv(nn.Module):
         if se_ratio is not None and not 0 <= se_ratio <= 1:
             raise ValueError(f"se_ratio must be None or in [0, 1], got {se_ratio!r}")
         self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
+        self.fold_pre_norm = bool(fold_pre_norm)
         hidden = in_channels * expand_ratio
         self.pre_norm = nn.BatchNorm2d(in_channels)  # PyTorch defaults, as in the seed
         self.act = nn.GELU()
@@ -123,10 +131,25 @@ class MBConv(nn.Module):
         self.shortcut_pool = nn.AvgPool2d(kernel_size=2, stride=2) if stride == 2 else None
         self.shortcut_conv = nn.Conv2d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else None
 
+    def _folded_expand(self, x: torch.Tensor) -> torch.Tensor:
+        """``expand(pre_norm(x))`` in eval mode as one 1x1 conv (running statistics folded in).
+
+        Shapes: ``x: (B, C_in, H, W) -> (B, hidden, H, W)``
+        """
+        bn = self.pre_norm
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)  # (C_in,): pre_norm(x) = x * scale + shift
+        shift = bn.bias - bn.running_mean * scale  # (C_in,)
+        weight = self.expand.weight * scale.reshape(1, -1, 1, 1)  # (hidden, C_in, 1, 1)
+        bias = (self.expand.weight.flatten(1) * shift).sum(dim=1)  # (hidden, C_in) . (C_in,) -> (hidden,)
+        return F.conv2d(x, weight, bias)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.pre_norm(x)
-        if self.expand is not None:
-            y = self.act(self.expand_norm(self.expand(y)))  # (B, hidden, H, W)
+        if self.fold_pre_norm and self.expand is not None and not self.training:
+            y = self.act(self.expand_norm(self._folded_expand(x)))  # (B, hidden, H, W)
+        elif self.expand is not None:
+            y = self.act(self.expand_norm(self.expand(self.pre_norm(x))))  # (B, hidden, H, W)
+        else:
+            y = self.pre_norm(x)
         y = self.act(self.depthwise_norm(self.depthwise(y)))  # (B, hidden, H/s, W/s)
         if self.se is not None:
             y = self.se(y)

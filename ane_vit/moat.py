@@ -10,9 +10,13 @@ gives the same layers, so trainable parameter counts match it exactly.
 ANE layout: the whole model stays NCHW. For global attention the map ``(B, C, H, W)`` is
 reshaped to ``(B, C, 1, H*W)`` (a view in PyTorch, one reshape op in the program) and
 normalised over its channel axis, and ``WindowAttention.forward_bc1s`` runs on it: the only
-transpose in the block is the one inside attention. Local
-attention partitions the map into windows channels-last with ``ane_vit.window_partition``
-(rank <= 5), as the seed does.
+transpose in the block is the one inside attention. Local attention (``local_layout=
+"channels_first"``, the default) normalises the map over channels as it is, cuts it into
+windows laid along axis 2, ``(B, C, nW, N)`` (``ane_vit.window_partition_nchw``), and runs the
+same ``forward_bc1s``, whose einsums batch over the windows: three transposes per block
+(partition, keys, reverse). ``local_layout="channels_last"`` keeps the seed's route for
+comparison: channels-last map, ``ane_vit.window_partition`` (rank <= 5), tokens to
+``(B*nW, C, 1, N)`` and back, seven transposes per block.
 
 The plain version is ``ane_vit.reference.moat``; ``ane_vit.port.moat`` copies weights from
 it. See ``notebooks/05_moat.ipynb``.
@@ -32,13 +36,20 @@ from ._checks import flag, positive_int, positive_ints
 from .attention import PEType, WindowAttention, _parse_pe_type
 from .layers import ConvStem, MBConv
 from .norm import LayerNormANE
-from .partition import parse_window_size, window_partition, window_reverse
+from .partition import (
+    parse_window_size,
+    window_partition,
+    window_partition_nchw,
+    window_reverse,
+    window_reverse_nchw,
+)
 
 __all__ = [
     "MOATArch",
     "MOATConfig",
     "ARCHITECTURES",
     "ATTENTION_MODES",
+    "LOCAL_LAYOUTS",
     "OUTPUT_STRIDES",
     "get_stage_strides",
     "LOCAL_WINDOW_RANGE",
@@ -51,6 +62,10 @@ __all__ = [
 
 #: Attention modes. ``global`` attends over a whole stage map, ``local`` over windows.
 ATTENTION_MODES = ("global", "local")
+#: How local attention lays out its windows: ``channels_first`` keeps the map ``(B, C, ...)``
+#: and lays the windows along axis 2, ``(B, C, nW, N)``; ``channels_last`` is the seed's route
+#: through a channels-last map and ``(B*nW, C, 1, N)`` windows (kept for comparison).
+LOCAL_LAYOUTS = ("channels_first", "channels_last")
 #: Supported output strides and the stride of each stage's first block.
 OUTPUT_STRIDES = {32: (2, 2, 2, 2), 16: (2, 2, 2, 1), 8: (2, 2, 1, 1)}
 
@@ -126,6 +141,7 @@ class MOATConfig:
     output_stride: int = 32
     pe_type: PEType = PEType.LePE_ADD
     split_head: bool = True
+    local_layout: str = "channels_first"
     channel_buffer_align: bool = True
     mbconv_block_expand_ratio: int = 4
     moat_block_expand_ratio: int = 4
@@ -180,14 +196,15 @@ def moat_config(
     local_window_size: Sequence[int] | None = None,
     pe_type: PEType | str = PEType.LePE_ADD,
     num_classes: int | None = None,
+    local_layout: str = "channels_first",
 ) -> MOATConfig:
     """Validate the ``build_model`` arguments and return the resulting ``MOATConfig``.
 
     Raises:
         ValueError: listing what is allowed, for an unknown ``base_arch``, an image size
             that is not a multiple of 32, an unsupported ``output_stride`` or
-            ``attention_mode``, a ``local_window_size`` with global attention, or a local
-            window outside 6..16 or not dividing the attention stages' maps.
+            ``attention_mode`` or ``local_layout``, a ``local_window_size`` with global
+            attention, or a local window outside 6..16 or not dividing the attention stages' maps.
         TypeError: for a size, count or ratio that is not an int (``256.9``, ``True``, ``"8"``)
             or a flag that is not a bool (``split_head="False"``): nothing is rounded or
             converted (``ane_vit._checks``).
@@ -200,6 +217,8 @@ def moat_config(
     output_stride = int(output_stride)
     if attention_mode not in ATTENTION_MODES:
         raise ValueError(f"attention_mode must be one of {ATTENTION_MODES}, got {attention_mode!r}")
+    if local_layout not in LOCAL_LAYOUTS:
+        raise ValueError(f"local_layout must be one of {LOCAL_LAYOUTS}, got {local_layout!r}")
     if attention_mode == "global" and local_window_size is not None:
         raise ValueError(
             f"local_window_size={local_window_size!r} is only for attention_mode='local'; "
@@ -256,6 +275,7 @@ def moat_config(
         output_stride=output_stride,
         pe_type=_parse_pe_type(pe_type),
         split_head=split_head,
+        local_layout=local_layout,
         channel_buffer_align=channel_buffer_align,
         mbconv_block_expand_ratio=mbconv_block_expand_ratio,
         moat_block_expand_ratio=moat_block_expand_ratio,
@@ -271,9 +291,12 @@ class MOATBlock(nn.Module):
     The shortcut is taken after the MBConv, before the norm. Global attention: the map is
     reshaped to ``(B, C, 1, H*W)`` (a view in PyTorch, one reshape op in the program),
     normalised over channels and fed to ``WindowAttention.forward_bc1s`` (no transpose
-    around it). Local attention: the map goes
-    channels-last once, is normalised over its last axis (one ``layer_norm`` op) and cut
-    into windows with the rank-5 ``window_partition``.
+    around it). Local attention, ``local_layout="channels_first"``: the map is normalised
+    over channels as it is, cut into windows along axis 2, ``(B, C, nW, N)``, with
+    ``window_partition_nchw`` (one transpose) and fed to the same ``forward_bc1s``.
+    ``local_layout="channels_last"`` (the seed's route): the map goes channels-last once, is
+    normalised over its last axis and cut into windows with the rank-5 ``window_partition``;
+    attention moves the windows to ``(B*nW, C, 1, N)`` and back.
 
     Shapes: ``x: (B, C_in, H, W) -> (B, C_out, H/stride, W/stride)``
     """
@@ -289,15 +312,21 @@ class MOATBlock(nn.Module):
         attention_mode: str = "global",
         split_head: bool = True,
         pe_type: PEType | str = PEType.LePE_ADD,
+        local_layout: str = "channels_first",
     ):
         super().__init__()
         if attention_mode not in ATTENTION_MODES:
             raise ValueError(f"attention_mode must be one of {ATTENTION_MODES}, got {attention_mode!r}")
+        if local_layout not in LOCAL_LAYOUTS:
+            raise ValueError(f"local_layout must be one of {LOCAL_LAYOUTS}, got {local_layout!r}")
         if out_channels % positive_int(head_dim, "head_dim"):
             raise ValueError(f"out_channels={out_channels} is not a multiple of head_dim={head_dim}")
         self.attention_mode = attention_mode
+        self.local_layout = local_layout
         self.window_size = parse_window_size(window_size)
-        self.mbconv = MBConv(in_channels, out_channels, stride=stride, expand_ratio=expand_ratio, se_ratio=None)
+        self.mbconv = MBConv(
+            in_channels, out_channels, stride=stride, expand_ratio=expand_ratio, se_ratio=None, fold_pre_norm=True
+        )
         self.attn_norm = LayerNormANE(out_channels)
         self.attention = WindowAttention(
             out_channels, self.window_size, out_channels // head_dim, split_head=split_head, pe_type=pe_type
@@ -310,6 +339,12 @@ class MOATBlock(nn.Module):
             y = x.reshape(b, c, 1, h * w)  # (B, C, H, W) -> (B, C, 1, H*W): a view in PyTorch, one reshape op in the program
             y = self.attention.forward_bc1s(self.attn_norm(y), hw=(h, w))  # (B, C, 1, H*W); h, w stay traced
             y = y.reshape(b, c, h, w)  # (B, C, 1, H*W) -> (B, C, H, W)
+        elif self.local_layout == "channels_first":
+            # Norm and residual on the windows, not on the map: its last axis W is shorter than N,
+            # so the map's buffers carry more 64-byte padding than the windows' (B, C, nW, N).
+            xw = window_partition_nchw(x, self.window_size)  # (B, C, nW, N): windows along axis 2
+            y = self.attention.forward_bc1s(self.attn_norm(xw))  # (B, C, nW, N): each window attends over its N tokens
+            return window_reverse_nchw(xw + y, self.window_size, h, w)  # (B, C, H, W)
         else:
             wh, ww = self.window_size
             y = x.permute(0, 2, 3, 1)  # (B, H, W, C): channels-last for the window partition
@@ -361,11 +396,14 @@ class MOAT(nn.Module):
                 stride = config.stage_stride[i] if j == 0 else 1
                 cin = in_ch if j == 0 else out_ch
                 if kind == "mbconv":
-                    block = MBConv(cin, out_ch, stride, config.mbconv_block_expand_ratio, se_ratio=config.se_ratio)
+                    block = MBConv(
+                        cin, out_ch, stride, config.mbconv_block_expand_ratio, se_ratio=config.se_ratio, fold_pre_norm=True
+                    )
                 elif kind == "moat":
                     block = MOATBlock(
                         cin, out_ch, config.window_size[i], stride, config.moat_block_expand_ratio,
                         config.head_dim, config.attention_mode, config.split_head, config.pe_type,
+                        config.local_layout,
                     )
                 else:
                     raise ValueError(f"block_type entries must be 'mbconv' or 'moat', got {kind!r}")
@@ -407,6 +445,7 @@ def build_model(
     local_window_size: Sequence[int] | None = None,
     pe_type: PEType | str = PEType.LePE_ADD,
     num_classes: int | None = None,
+    local_layout: str = "channels_first",
 ) -> tuple[MOATConfig, MOAT]:
     """Build a MOAT for a fixed input shape, as the seed's ``_build_model`` does.
 
@@ -429,6 +468,9 @@ def build_model(
             the final map. Must be ``None`` for global attention.
         pe_type: position embedding of the attention layers (a ``PEType`` or its name).
         num_classes: add a classification head returning ``(B, num_classes)`` logits.
+        local_layout: how local attention lays out its windows (``LOCAL_LAYOUTS``):
+            ``"channels_first"`` (windows along axis 2 of ``(B, C, nW, N)``, three transposes
+            per block) or ``"channels_last"`` (the seed's route, seven). Same function.
 
     Returns:
         ``(config, model)``; the model is in training mode, like any new ``nn.Module``.
@@ -448,6 +490,7 @@ def build_model(
         local_window_size=local_window_size,
         pe_type=pe_type,
         num_classes=num_classes,
+        local_layout=local_layout,
     )
     return config, MOAT(config)
 

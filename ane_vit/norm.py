@@ -7,11 +7,23 @@ need a transpose before and after every norm. ``LayerNormANE`` normalises axis 1
 the first layer to the last. Its parameters are named and shaped as ``nn.LayerNorm``'s
 (``weight: (C,)``, ``bias: (C,)``), so ``load_state_dict`` copies one into the other.
 
+One op in the converted program: coremltools fuses the arithmetic of a channel-axis
+LayerNorm into one ``layer_norm`` op only in the form Apple's ``ml-ane-transformers`` writes,
+``(x_hat + bias / weight) * weight`` (pattern 5 of its ``fuse_layernorm_or_instancenorm``
+pass, which folds ``bias / weight * weight`` back into the op's ``beta`` at conversion).
+The textbook order ``x_hat * weight + bias`` converts to a ``layer_norm`` without scale and
+shift followed by a separate ``batch_norm`` op holding them: one more op and one more
+activation per norm. So ``LayerNormANE`` uses the folded order whenever it is safe (every
+weight non-zero and ``|bias / weight|`` far from float16 overflow) and the textbook order
+otherwise; both compute the same function.
+
 See ``notebooks/01_ane_layout.ipynb`` for the layout, and ``ane_vit.deit`` for a model
 that uses it.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 from torch import nn
@@ -19,6 +31,10 @@ from torch import nn
 from ._checks import flag, positive_int
 
 __all__ = ["LayerNormANE"]
+
+#: Largest ``|bias / weight|`` folded into the input of the scale (float16 tops out at
+#: 65504; the normalised values, at most sqrt(C) in size, are added to it first).
+_MAX_FOLDED_SHIFT = 2.0**14
 
 
 class LayerNormANE(nn.Module):
@@ -73,7 +89,28 @@ class LayerNormANE(nn.Module):
         centred = x - x.mean(dim=1, keepdim=True)  # (B, C, *)
         var = (centred * centred).mean(dim=1, keepdim=True)  # (B, 1, *)
         out = centred * torch.rsqrt(var + self.eps)  # (B, C, *)
-        if self.weight is not None:
-            affine_shape = (1, self.num_channels) + (1,) * (x.dim() - 2)
-            out = out * self.weight.reshape(affine_shape) + self.bias.reshape(affine_shape)  # (C,) -> (1, C, 1, 1)
-        return out
+        if self.weight is None:
+            return out
+        affine_shape = (1, self.num_channels) + (1,) * (x.dim() - 2)
+        if self._can_fold_shift():
+            # (x_hat + bias/weight) * weight: the order coremltools fuses into ONE layer_norm op
+            # carrying weight and bias (it folds bias/weight*weight back into beta at conversion).
+            shift = (self.bias / self.weight).reshape(affine_shape)  # (C,) -> (1, C, 1, 1)
+            return (out + shift) * self.weight.reshape(affine_shape)
+        # the textbook order; converts to layer_norm + a separate batch_norm (two ops)
+        return out * self.weight.reshape(affine_shape) + self.bias.reshape(affine_shape)  # (C,) -> (1, C, 1, 1)
+
+    def _can_fold_shift(self) -> bool:
+        """True when ``bias / weight`` is finite and well inside the float16 range.
+
+        The folded order loses nothing beyond rounding ``bias`` to the working precision
+        (the error of ``x_hat + bias/weight`` is scaled back by ``weight``), but it cannot
+        express a zero weight and would overflow float16 for a tiny one.
+        """
+        if self.weight.is_meta:  # shapes only (no values): either order gives the same shapes
+            return True
+        with torch.no_grad(), warnings.catch_warnings():
+            # A trace freezes parameters as constants, so freezing this branch with them is right.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            w, b = self.weight.detach().float(), self.bias.detach().float()
+            return bool(torch.all(w != 0) and torch.all(b.abs() <= _MAX_FOLDED_SHIFT * w.abs()))

@@ -5,17 +5,39 @@ The usual (Swin) window partition reshapes ``(B, H, W, C)`` into the 6-D tensor
 the batch and the window-row axes are merged first, and every intermediate is rank 5 or
 less. The result is bit-identical to the 6-D version (see ``ane_vit.reference`` and
 ``notebooks/02_window_partition.ipynb``).
+
+``window_partition_nchw`` cuts a channels-first map ``(B, C, H, W)`` instead, into windows
+laid along axis 2, ``(B, C, nW, N)``: the ANE layout ``(B, C, 1, S)`` with the windows where
+the 1 was, which ``WindowAttention.forward_bc1s`` takes as it is (its einsums batch over
+that axis). No channels-last map and no ``(B*nW, N, C)`` tokens are needed on the way, so
+local attention costs one transpose in and one out (``notebooks/05_moat.ipynb``).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
 
 from ._checks import positive_int, positive_ints
 
-__all__ = ["window_partition", "window_reverse", "check_window_size", "parse_window_size"]
+__all__ = [
+    "window_partition",
+    "window_reverse",
+    "window_partition_nchw",
+    "window_reverse_nchw",
+    "check_window_size",
+    "parse_window_size",
+]
+
+
+def _size(n) -> int:
+    """A tensor size as a Python int, for a branch on it. While tracing, sizes are recorded
+    as tensors and branching on one warns; the trace is for these fixed shapes anyway."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        return int(n)
 
 
 def parse_window_size(window_size: Sequence[int]) -> tuple[int, int]:
@@ -108,3 +130,61 @@ def _check_windows(windows: torch.Tensor, window_size: tuple[int, int], H: int, 
         raise ValueError(
             f"{windows.shape[0]} windows is not a multiple of the {n_windows} windows of a {H}x{W} map"
         )
+
+
+def window_partition_nchw(x: torch.Tensor, window_size: Sequence[int]) -> torch.Tensor:
+    """Cut a channels-first feature map into windows laid along axis 2, channels staying on axis 1.
+
+    The result ``(B, C, nW, N)`` is the ANE layout ``(B, C, 1, S)`` with the windows on the
+    axis that is 1 there: the attention einsums of ``WindowAttention.forward_bc1s`` batch over
+    that axis, so the map never goes channels-last. Window ``i * (W // ww) + j`` holds rows
+    ``i*wh:(i+1)*wh`` and columns ``j*ww:(j+1)*ww``; token ``r * ww + s`` is row ``r``, column
+    ``s`` of the window (the order of ``window_partition``).
+
+    One transpose in a converted program (none when a window spans the whole width, as on a
+    map that is one window); its output's last axis is ``ww``, padded to 64 bytes on the ANE.
+
+    Shapes: ``x: (B, C, H, W) -> (B, C, nW, wh*ww)`` with ``nW = (H/wh)*(W/ww)``
+
+    Raises:
+        ValueError: if ``x`` is not rank 4 or the window does not divide ``(H, W)``.
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"window_partition_nchw expects x of shape (B, C, H, W), got {shape}")
+    B, C, H, W = x.shape
+    wh, ww = parse_window_size(window_size) if torch.jit.is_tracing() else check_window_size(window_size, H, W)
+    n_windows = (H // wh) * (W // ww)
+    if _size(W) == ww:  # one window per row of windows: rows are already grouped, a reshape suffices
+        return x.reshape(B, C, n_windows, wh * ww)  # (B, C, H, W) -> (B, C, nW, N): row-major, no data moves in PyTorch
+    x = x.reshape(B * C * (H // wh), wh, W // ww, ww)  # (B*C*H/wh, wh, W/ww, ww): rank 4
+    x = x.permute(0, 2, 1, 3)  # (B*C*H/wh, W/ww, wh, ww): window column before in-window row
+    return x.reshape(B, C, n_windows, wh * ww)  # (B, C, nW, N)
+
+
+def window_reverse_nchw(windows: torch.Tensor, window_size: Sequence[int], H: int, W: int) -> torch.Tensor:
+    """Stitch windows laid along axis 2 back into the feature map; the inverse of
+    ``window_partition_nchw``.
+
+    Shapes: ``windows: (B, C, nW, wh*ww) -> (B, C, H, W)``
+
+    Raises:
+        ValueError: on a wrong rank or a window axis that does not match ``window_size`` and ``(H, W)``.
+    """
+    if torch.jit.is_tracing():  # shapes are fixed while tracing; checks would only warn
+        wh, ww = parse_window_size(window_size)
+    else:
+        wh, ww = check_window_size(window_size, H, W)
+        expected = ((H // wh) * (W // ww), wh * ww)
+        if not isinstance(windows, torch.Tensor) or windows.dim() != 4 or tuple(windows.shape[2:]) != expected:
+            shape = tuple(windows.shape) if isinstance(windows, torch.Tensor) else type(windows).__name__
+            raise ValueError(
+                f"window_reverse_nchw expects windows of shape (B, C, {expected[0]}, {expected[1]}) "
+                f"for window_size {(wh, ww)} on a {H}x{W} map, got {shape}"
+            )
+    B, C = windows.shape[0], windows.shape[1]
+    if _size(W) == ww:
+        return windows.reshape(B, C, H, W)  # (B, C, nW, N) -> (B, C, H, W)
+    x = windows.reshape(B * C * (H // wh), W // ww, wh, ww)  # (B*C*H/wh, W/ww, wh, ww): rank 4
+    x = x.permute(0, 2, 1, 3)  # (B*C*H/wh, wh, W/ww, ww): in-window row before window column
+    return x.reshape(B, C, H, W)  # (B, C, H, W)

@@ -117,12 +117,13 @@ def test_global_windows_follow_the_stage_maps():
     assert config.window_size == (None, None, (32, 16), (32, 16))
 
 
-def test_local_with_a_window_covering_the_map_equals_global():
+@pytest.mark.parametrize("local_layout", ["channels_first", "channels_last"])
+def test_local_with_a_window_covering_the_map_equals_global(local_layout):
     # At 256x256 and output stride 16 both attention stages are 16x16: a 16x16 window is
-    # the whole map, so the local path (channels-last, partition) must equal the global
-    # path (channel-axis norm, (B, C, 1, S) attention) on the same weights.
+    # the whole map, so either local path (windows along axis 2, or the seed's channels-last
+    # partition) must equal the global path ((B, C, 1, S) attention) on the same weights.
     _, glob = build_model(output_stride=16)
-    _, loc = build_model(output_stride=16, attention_mode="local", local_window_size=(16, 16))
+    _, loc = build_model(output_stride=16, attention_mode="local", local_window_size=(16, 16), local_layout=local_layout)
     with torch.no_grad():
         for p in glob.parameters():
             p.normal_(0, 0.05)
@@ -148,6 +149,7 @@ def test_local_with_a_window_covering_the_map_equals_global():
         ({"attention_mode": "local", "shape": (1, 3, 224, 224)}, "none of (6, 8, 10) divides 7"),
         ({"num_blocks": (2, 3, 7)}, "num_blocks must be 4 positive ints"),
         ({"pe_type": "ALIBI"}, "pe_type must be one of"),
+        ({"local_layout": "nhwc"}, "local_layout must be one of ('channels_first', 'channels_last'), got 'nhwc'"),
     ],
 )
 def test_bad_arguments_raise_value_errors_that_say_what_is_allowed(kwargs, message):
@@ -329,7 +331,8 @@ def test_builders_share_moat_configs_parameters():
         return [(p.name, p.default) for p in inspect.signature(fn).parameters.values()]
 
     assert params(build_model) == params(moat_config)
-    assert params(build_reference_model) == [p for p in params(moat_config) if p[0] != "split_head"]
+    ane_only = ("split_head", "local_layout")  # how the ANE model computes, not what
+    assert params(build_reference_model) == [p for p in params(moat_config) if p[0] not in ane_only]
 
 
 def test_builders_pass_every_argument_through():
@@ -338,10 +341,53 @@ def test_builders_pass_every_argument_through():
     kwargs = dict(shape=(1, 3, 128, 96), base_arch="tiny-moat-1", attention_mode="local", output_stride=16,
                   channel_buffer_align=False, num_blocks=(1, 1, 1, 1), mbconv_block_expand_ratio=2,
                   moat_block_expand_ratio=3, local_window_size=(8, 6), pe_type="RPE", num_classes=7)
-    for config, _ in (build_model(**kwargs, split_head=False), build_reference_model(**kwargs)):
+    ane_config, _ = build_model(**kwargs, split_head=False, local_layout="channels_last")
+    assert ane_config.local_layout == "channels_last"
+    for config, _ in ((ane_config, None), build_reference_model(**kwargs)):
         for key in ("base_arch", "attention_mode", "output_stride", "channel_buffer_align", "num_classes"):
             assert getattr(config, key) == kwargs[key], key
         assert tuple(config.num_blocks) == (1, 1, 1, 1)
         assert config.image_size == (128, 96) and config.window_size[2:] == ((8, 6), (8, 6))
         assert (config.mbconv_block_expand_ratio, config.moat_block_expand_ratio) == (2, 3)
         assert config.pe_type == PEType.RPE and config.split_head is False
+
+
+def test_mbconv_folds_its_pre_norm_into_the_expand_conv_in_eval_mode_only():
+    from ane_vit.layers import MBConv
+    from ane_vit.testing import randomize_
+
+    plain = randomize_(MBConv(16, 32, stride=2, expand_ratio=4, se_ratio=0.25), seed=4)
+    folded = MBConv(16, 32, stride=2, expand_ratio=4, se_ratio=0.25, fold_pre_norm=True)
+    folded.load_state_dict(plain.state_dict())  # same parameters and statistics
+    x = torch.randn(2, 16, 12, 12) * 2 + 0.5
+    with torch.no_grad():
+        expected = plain.eval()(x)
+        assert (folded.eval()(x) - expected).abs().max() <= 1e-5 * expected.abs().max()
+    # training mode normalises with the batch statistics (and updates them): nothing folded
+    plain.train()(x)
+    folded.train()(x)
+    torch.testing.assert_close(folded.pre_norm.running_mean, plain.pre_norm.running_mean)
+
+
+def test_ane_moat_local_path_stays_at_rank_5_or_below():
+    """Every tensor any op produces in a local MOAT block (windows along axis 2) has rank <= 5."""
+    from torch.overrides import TorchFunctionMode
+
+    from ane_vit.moat import MOATBlock
+
+    ranks = []
+
+    class Ranks(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor):
+                    ranks.append(t.dim())
+            return out
+
+    for pe_type in ("SINGLE_HEAD_RPE", "LePE_ADD"):
+        for split_head in (True, False):
+            block = MOATBlock(64, 64, (4, 8), attention_mode="local", split_head=split_head, pe_type=pe_type).eval()
+            with torch.no_grad(), Ranks():
+                block(torch.randn(2, 64, 8, 16))
+    assert len(ranks) > 100 and max(ranks) <= 5

@@ -46,6 +46,21 @@ def test_parity_with_other_position_embeddings_and_the_fused_softmax(pe_type):
         assert max(_relative_errors(ref(x), ane(x))) <= 1e-4
 
 
+@pytest.mark.parametrize("local_layout", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("pe_type", [PEType.SINGLE_HEAD_RPE, PEType.LePE_ADD])
+def test_both_local_layouts_match_the_reference_within_1e_5(local_layout, pe_type):
+    # batch 2 and 8x8 windows: four windows per image in stage 3, one in stage 4
+    kwargs = dict(attention_mode="local", local_window_size=(8, 8), pe_type=pe_type, num_blocks=(1, 1, 2, 1))
+    _, ref = build_reference_model((2, 3, 256, 256), **kwargs)
+    _, ane = build_model((2, 3, 256, 256), local_layout=local_layout, **kwargs)
+    ref = randomize_(ref, seed=1).eval()
+    ane = port_moat_weights(ref, ane).eval()
+    x = torch.randn(2, 3, 256, 256)
+    with torch.no_grad():
+        report = assert_parity(ref(x), ane(x), atol=1e-5)
+    assert report.psnr_db > 120
+
+
 def test_parity_of_the_classifier_head():
     ref, ane = _pair(num_classes=7, num_blocks=(1, 1, 1, 1))
     x = torch.randn(2, 3, 256, 256)

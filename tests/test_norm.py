@@ -65,3 +65,71 @@ def test_errors():
         LayerNormANE(0)
     with pytest.raises(ValueError, match="eps must be > 0"):
         LayerNormANE(4, eps=0.0)
+
+
+class _TextbookAffine(LayerNormANE):
+    """``x_hat * weight + bias``: the order LayerNormANE used before (two ops after conversion)."""
+
+    def _can_fold_shift(self) -> bool:
+        return False
+
+
+def _norm_pair(c, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    weight, bias = 1 + 0.5 * torch.randn(c, generator=g), 0.5 * torch.randn(c, generator=g)
+    pair = []
+    for cls in (LayerNormANE, _TextbookAffine):
+        ln = cls(c)
+        with torch.no_grad():
+            ln.weight.copy_(weight)
+            ln.bias.copy_(bias)
+        pair.append(ln.eval())
+    return pair
+
+
+def test_converts_to_one_layer_norm_op_carrying_scale_and_shift():
+    from ane_vit.export import to_mlprogram
+    from ane_vit.interpret import load_program
+
+    ln, _ = _norm_pair(48)
+    prog = load_program(to_mlprogram(ln, torch.randn(1, 48, 1, 20)))
+    ops = [op for op in prog.functions["main"].operations if op.op_type != "const"]
+    assert [op.op_type for op in ops] == ["layer_norm"]
+    (op,) = ops
+    assert list(op.axes.val) == [1]
+    torch.testing.assert_close(torch.tensor(op.gamma.val, dtype=torch.float32), ln.weight.detach(), atol=2e-3, rtol=1e-3)
+    torch.testing.assert_close(torch.tensor(op.beta.val, dtype=torch.float32), ln.bias.detach(), atol=2e-3, rtol=1e-3)
+
+
+def test_float16_large_mean_small_variance_no_worse_than_the_textbook_order():
+    # float16 inputs with mean 100 and std 0.1: against float64 on the same (rounded) input,
+    # in PyTorch float16 and in the converted float16 program (run with ane_vit.interpret).
+    from ane_vit.export import to_mlprogram
+    from ane_vit.interpret import run_program
+    from ane_vit.testing import psnr
+
+    g = torch.Generator().manual_seed(1)
+    x = (100.0 + 0.1 * torch.randn(1, 64, 1, 64, generator=g)).half()
+    scores = {}
+    for ln in _norm_pair(64, seed=1):
+        with torch.no_grad():
+            exact = ln.double()(x.double())
+            torch_half = ln.half()(x)
+        program = to_mlprogram(ln.float(), x.float())
+        (out,) = run_program(program, {"x": x.float().numpy()}).values()
+        scores[type(ln).__name__] = (psnr(exact, torch_half.float()), psnr(exact, out))
+    (new_torch, new_prog), (old_torch, old_prog) = scores["LayerNormANE"], scores["_TextbookAffine"]
+    assert new_torch >= old_torch - 0.5 and new_torch > 30  # both limited by the float16 mean
+    assert new_prog >= old_prog and new_prog > 70  # one op rounds once; layer_norm + batch_norm twice
+
+
+def test_zero_weight_keeps_the_textbook_order():
+    # bias / weight cannot hold a zero weight: the folded order would give NaN there
+    ref = _random_layer_norm(16)
+    with torch.no_grad():
+        ref.weight[3] = 0.0
+    ane = LayerNormANE(16)
+    ane.load_state_dict(ref.state_dict())
+    assert not ane._can_fold_shift()
+    x = torch.randn(2, 16, 1, 9)
+    assert_parity(ref(x.movedim(1, -1)).movedim(-1, 1), ane(x), atol=1e-5)

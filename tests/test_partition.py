@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ane_vit import window_partition, window_reverse
+from ane_vit import window_partition, window_partition_nchw, window_reverse, window_reverse_nchw
 from ane_vit.reference import window_partition_6d, window_reverse_6d
 
 
@@ -65,3 +65,49 @@ def test_reverse_wrong_window_shape():
 def test_reverse_wrong_window_count():
     with pytest.raises(ValueError, match="not a multiple of the 4 windows"):
         window_reverse(torch.zeros(3, 64, 3), (8, 8), 16, 16)
+
+
+# ---- windows laid along axis 2 of a channels-first map: (B, C, H, W) -> (B, C, nW, N)
+
+
+@pytest.mark.parametrize("B", [1, 2])
+@pytest.mark.parametrize("H, W, window", [(16, 16, (8, 8)), (12, 16, (4, 8)), (12, 16, (6, 4)), (8, 8, (8, 8)), (16, 8, (8, 8))])
+def test_nchw_partition_is_the_channels_last_one_with_channels_first(B, H, W, window):
+    x = torch.randn(B, 5, H, W)
+    windows = window_partition_nchw(x, window)
+    nW, N = (H // window[0]) * (W // window[1]), window[0] * window[1]
+    assert windows.shape == (B, 5, nW, N)
+    tokens = window_partition_6d(x.permute(0, 2, 3, 1), window).reshape(B, nW, N, 5)  # (B, nW, N, C)
+    assert torch.equal(windows, tokens.permute(0, 3, 1, 2))  # same windows, same token order
+    assert torch.equal(window_reverse_nchw(windows, window, H, W), x)
+
+
+def test_nchw_window_content_is_the_right_patch():
+    x = torch.arange(2 * 3 * 4 * 6).reshape(2, 3, 4, 6).float()
+    windows = window_partition_nchw(x, (2, 3))  # 2 x 2 windows per image
+    # image 1, window row 1, window column 0 -> window 2; its tokens row-major
+    assert torch.equal(windows[1, :, 2], x[1, :, 2:4, 0:3].reshape(3, 6))
+
+
+def test_nchw_path_never_above_rank_5(monkeypatch):
+    ranks = []
+    original = torch.Tensor.reshape
+
+    def spy(self, *shape):
+        out = original(self, *shape)
+        ranks.append(out.dim())
+        return out
+
+    monkeypatch.setattr(torch.Tensor, "reshape", spy)
+    x = torch.randn(2, 3, 12, 16)
+    window_reverse_nchw(window_partition_nchw(x, (4, 8)), (4, 8), 12, 16)
+    assert ranks and max(ranks) <= 5
+
+
+def test_nchw_errors():
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\), got \(16, 16, 4\)"):
+        window_partition_nchw(torch.zeros(16, 16, 4), (8, 8))
+    with pytest.raises(ValueError, match=r"does not divide the feature map \(16, 12\)"):
+        window_partition_nchw(torch.zeros(1, 4, 16, 12), (8, 8))
+    with pytest.raises(ValueError, match=r"expects windows of shape \(B, C, 4, 64\).*got \(1, 4, 2, 64\)"):
+        window_reverse_nchw(torch.zeros(1, 4, 2, 64), (8, 8), 16, 16)

@@ -18,8 +18,8 @@ from .attention import linear_to_conv1x1, port_attention_weights
 
 __all__ = ["port_moat_weights"]
 
-# split_head changes how the ANE model computes, not what: it is free to differ.
-_IGNORED_FIELDS = {"split_head"}
+# split_head and local_layout change how the ANE model computes, not what: free to differ.
+_IGNORED_FIELDS = {"split_head", "local_layout"}
 
 
 @torch.no_grad()
