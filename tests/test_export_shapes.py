@@ -153,3 +153,12 @@ def test_analyze_names_a_range_and_reads_one_function_of_a_multifunction_program
     assert not report.findings and "function 'n32'" in report.source
     with pytest.raises(ValueError, match=r"no function 'n16'; it has \['main', 'n32', 'n8'\]"):
         analyze(multi, function="n16")
+
+
+def test_cli_validates_every_enumerated_size_before_converting(capsys):
+    from ane_vit.export import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--dry-run", "--size", "64", "64", "--size", "100", "100", "--enumerated-sizes", "--pe-type", "NONE"])
+    assert exc.value.code == 2
+    assert "batch 1, 100x100: image height and width must be positive multiples of 32" in capsys.readouterr().err

@@ -76,6 +76,7 @@ def test_registry_covers_every_architecture_and_builds_it():
     assert list(ARCHITECTURES) == [
         "tiny-moat-0", "tiny-moat-1", "tiny-moat-2", "tiny-moat-3",
         "moat-0", "moat-1", "moat-2", "moat-3", "moat-4",
+        "micro-moat",  # chapter 8's digits model
     ]
     for name, arch in ARCHITECTURES.items():
         with torch.device("meta"):

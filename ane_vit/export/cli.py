@@ -124,15 +124,16 @@ def _validate(jobs: list[dict], parser: argparse.ArgumentParser) -> None:
     from ..moat import moat_config
 
     for job in jobs:
-        try:
-            moat_config(
-                shape=job["shape"], base_arch=job["base_arch"], attention_mode=job["attention_mode"],
-                split_head=job["split_head"], local_window_size=job["local_window_size"],
-                pe_type=job["pe_type"], num_classes=job["num_classes"],
-            )
-        except (TypeError, ValueError) as err:
-            b, _, h, w = job["shape"]
-            parser.error(f"{job['base_arch']}, {job['attention_mode']} attention, batch {b}, {h}x{w}: {err}")
+        for shape in job.get("enumerated_shapes") or [job["shape"]]:  # every size of a flexible program
+            try:
+                moat_config(
+                    shape=shape, base_arch=job["base_arch"], attention_mode=job["attention_mode"],
+                    split_head=job["split_head"], local_window_size=job.get("local_window_size"),
+                    pe_type=job["pe_type"], num_classes=job["num_classes"],
+                )
+            except (TypeError, ValueError) as err:
+                b, _, h, w = shape
+                parser.error(f"{job['base_arch']}, {job['attention_mode']} attention, batch {b}, {h}x{w}: {err}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
