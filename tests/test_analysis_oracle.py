@@ -92,3 +92,35 @@ def test_float32_weights_counted_at_4_bytes():
     report = analyze(prog)
     assert report.weight_bytes == (6 * 4 + 6) * 4
     assert report.n_weights == 2
+
+
+def test_misaligned_last_axis_is_a_share_of_the_padded_buffer():
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.mil import types
+
+    # last axis 25 fp16 = 50 B, padded to 64 B: 14 B of 64 (22 %) is padding, under the
+    # 25 % threshold, although it is 28 % of the 50 dense bytes; 20480 rows make 1.25 MiB.
+    @mb.program(input_specs=[mb.TensorSpec(shape=(1, 64, 320, 25), dtype=types.fp16)], opset_version=ct.target.iOS16)
+    def prog(x):
+        return mb.relu(x=x)
+
+    report = analyze(prog)
+    (out,) = report.ops[0].outputs
+    assert out.padded_bytes == 64 * 320 * 64 > (1 << 20)
+    assert out.waste_bytes == 64 * 320 * 14
+    assert report.findings == []
+
+
+def test_casts_at_the_program_boundary_are_not_float32_compute():
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.mil import types
+
+    # a float16 input cast up to float32 (boundary), float32 compute (flagged), cast back
+    @mb.program(input_specs=[mb.TensorSpec(shape=(1, 4, 8), dtype=types.fp16)], opset_version=ct.target.iOS16)
+    def prog(x):
+        y = mb.cast(x=x, dtype="fp32", name="to_fp32")
+        y = mb.relu(x=y, name="relu_fp32")
+        return mb.cast(x=y, dtype="fp16", name="to_fp16")
+
+    fired = [f.op for f in analyze(prog).findings if f.rule == "float32_compute"]
+    assert fired == ["relu_fp32"]

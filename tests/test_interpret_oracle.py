@@ -56,3 +56,47 @@ def test_softmax_of_large_float16_logits():
     (out,) = run_program(program, {"x": x}).values()
     assert out.dtype == np.float16
     assert_parity(toy_softmax(x, -1), out.astype(np.float32), atol=1e-3)
+
+
+def test_inputs_are_rounded_to_the_programs_float16_inputs_first():
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.mil import types
+
+    def prog(x):
+        return mb.sub(x=x, y=np.float16(1.0))
+
+    program = mb.program(input_specs=[mb.TensorSpec(shape=(3,), dtype=types.fp16)], opset_version=ct.target.iOS16)(prog)
+    x = np.array([1.0 + 2.0**-12, 1.0 + 2.0**-9, 3.0], np.float32)  # float16 spacing near 1 is 2**-10
+    (out,) = run_program(program, {"x": x}).values()
+    assert out.dtype == np.float16
+    # 1 + 2**-12 is 1.0 in float16; 2**-12 itself would be representable in the output
+    np.testing.assert_array_equal(out, np.array([0.0, 2.0**-9, 2.0], np.float16))
+
+
+def test_normalisations_use_the_programs_epsilon():
+    from coremltools.converters.mil import Builder as mb
+
+    rng = np.random.default_rng(1)
+    x = (0.5 + 1e-2 * rng.standard_normal((2, 3, 4, 5))).astype(np.float32)  # variances ~1e-4
+    mean, var = np.float32([0.4, 0.5, 0.6]), np.float32([2e-4, 5e-4, 1e-3])
+    gamma, beta = np.float32([1.5, -0.5, 2.0]), np.float32([0.1, 0.2, -0.3])
+    eps = 1e-3  # a default eps of 1e-5 would change every output by more than 10 %
+
+    def prog(x):
+        return (
+            mb.batch_norm(x=x, mean=mean, variance=var, gamma=gamma, beta=beta, epsilon=eps),
+            mb.instance_norm(x=x, gamma=gamma, beta=beta, epsilon=eps),
+            mb.layer_norm(x=x, axes=[1], epsilon=eps),
+        )
+
+    outs = list(run_program(_program(prog, x.shape), {"x": x}).values())
+    x64, c = x.astype(np.float64), (1, 3, 1, 1)
+    m_hw = x64.mean(axis=(2, 3), keepdims=True)
+    m_c = x64.mean(axis=1, keepdims=True)
+    expected = [
+        (x64 - mean.reshape(c)) / np.sqrt(var.reshape(c) + eps) * gamma.reshape(c) + beta.reshape(c),
+        (x64 - m_hw) / np.sqrt(((x64 - m_hw) ** 2).mean(axis=(2, 3), keepdims=True) + eps) * gamma.reshape(c) + beta.reshape(c),
+        (x64 - m_c) / np.sqrt(((x64 - m_c) ** 2).mean(axis=1, keepdims=True) + eps),
+    ]
+    for i, (e, o) in enumerate(zip(expected, outs)):
+        assert_parity(e, o, atol=1e-5 * float(np.abs(e).max()), name=f"output {i}")

@@ -140,11 +140,14 @@ def test_mbconv_widths_follow_the_seed():
 def test_mbconv_batch_norm_momentum_is_tensorflows_0_99():
     # The seed's MBConv keeps 99% of the running statistics per step (TensorFlow's
     # momentum 0.99); its pre-norm uses PyTorch's default (keeps 90%).
-    block = MBConv(4, 4, expand_ratio=2).train()
+    block = randomize_(MBConv(4, 4, expand_ratio=2), seed=4).train()
+    old_pre, old_expand = block.pre_norm.running_mean.clone(), block.expand_norm.running_mean.clone()
     x = torch.randn(3, 4, 6, 6) + 2.0
     with torch.no_grad():
         block(x)
-    assert torch.allclose(block.pre_norm.running_mean, 0.1 * x.mean(dim=(0, 2, 3)), atol=1e-6)
-    # the first expand conv's output mean, from the block's own weights
-    h = F.conv2d(F.batch_norm(x, None, None, training=True, eps=PRE_NORM_EPS), block.expand.weight)
-    assert torch.allclose(block.expand_norm.running_mean, 0.01 * h.mean(dim=(0, 2, 3)), atol=1e-6)
+        pre = block.pre_norm
+        # the expand conv's input: x normalised with its own batch statistics, then scaled and shifted
+        h = F.conv2d(F.batch_norm(x, None, None, pre.weight, pre.bias, training=True, eps=PRE_NORM_EPS), block.expand.weight)
+    assert torch.allclose(pre.running_mean, 0.9 * old_pre + 0.1 * x.mean(dim=(0, 2, 3)), atol=1e-6)
+    assert float(h.mean(dim=(0, 2, 3)).abs().max()) > 0.1  # so the check below can tell 0.01 from 0.1
+    assert torch.allclose(block.expand_norm.running_mean, 0.99 * old_expand + 0.01 * h.mean(dim=(0, 2, 3)), atol=1e-6)
