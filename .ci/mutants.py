@@ -41,7 +41,7 @@ TESTS = {
     "layers": ["tests/test_layers_oracle.py", "tests/test_moat.py", "tests/test_moat_reference.py"],
     "port": ["tests/test_attention.py", "tests/test_deit.py", "tests/test_moat_reference.py", "tests/test_argument_boundaries.py"],
     "export": ["tests/test_export.py", "tests/test_argument_boundaries.py"],
-    "analysis": ["tests/test_analysis.py", "tests/test_analysis_oracle.py"],
+    "analysis": ["tests/test_analysis.py", "tests/test_analysis_oracle.py", "tests/test_argument_boundaries.py"],
     "interpret": ["tests/test_interpret.py", "tests/test_interpret_oracle.py"],
     "testing": ["tests/test_testing.py", "tests/test_norm.py"],
 }
@@ -110,6 +110,9 @@ MUTANTS = [
     ("A13", "attention", "ane_vit/attention.py",
      "or num_heads <= 0 or dim % num_heads:", "or num_heads <= 0:",
      "heads that do not divide dim accepted"),
+    ("A14", "attention", "ane_vit/attention.py",
+     "if member.name.lower() == name.lower():", "if member.name == name:",
+     "pe_type names become case-sensitive"),
     # --- norm.py
     ("N1", "norm", "ane_vit/norm.py",
      "torch.rsqrt(var + self.eps)", "torch.rsqrt(var)",
@@ -182,6 +185,9 @@ MUTANTS = [
     ("T6", "testing", "ane_vit/testing.py",
      "min(r.psnr_db for r in reports)", "max(r.psnr_db for r in reports)",
      "sequence report keeps the best PSNR, not the worst"),
+    ("T8", "testing", "ane_vit/testing.py",
+     "mod.weight.add_(1.0)  # scales around 1", "mod.weight.add_(0.0)  # scales around 1",
+     "randomize_ leaves norm scales around 0"),
     ("T7", "testing", "ane_vit/testing.py",
      "ok = len(shape) == len(expected) and", "ok =",
      "check_shape ignores the rank"),
@@ -230,6 +236,9 @@ MUTANTS = [
      "cfg = {\"base_arch\": args.arch, \"attention_mode\": mode, \"pe_type\": args.pe_type, \"split_head\": split_head}",
      "cfg = {\"base_arch\": args.arch, \"attention_mode\": mode, \"pe_type\": args.pe_type, \"split_head\": True}",
      "CLI file name ignores --no-split-head"),
+    ("E9", "export", "ane_vit/export/convert.py",
+     "if any(s <= 0 for s in std):", "if any(s < 0 for s in std):",
+     "a zero image std accepted"),
     # --- analysis/
     ("AN1", "analysis", "ane_vit/analysis/program.py",
      "k = xs[0] if len(xs) == 1 else (xs[-2] if tx else xs[-1])", "k = xs[0] if len(xs) == 1 else xs[-1]",
@@ -258,6 +267,9 @@ MUTANTS = [
     ("AN9", "analysis", "ane_vit/analysis/program.py",
      "and t.waste_bytes > MAX_PADDING_FRACTION * t.padded_bytes", "and t.waste_bytes > MAX_PADDING_FRACTION * t.dense_bytes",
      "misalignment share of the dense size"),
+    ("AN10", "analysis", "ane_vit/analysis/program.py",
+     "return int(digits) / 8 if digits else 0", "return int(digits) // 8 if digits else 0",
+     "sub-byte dtypes (int4, uint4) counted as 0 bytes"),
     # --- interpret/
     ("I1", "interpret", "ane_vit/interpret/ops.py",
      "e = np.exp(x - x.max(axis=axis, keepdims=True))", "e = np.exp(x)",
@@ -300,6 +312,15 @@ MUTANTS = [
     ("I13", "interpret", "ane_vit/interpret/ops.py",
      "y = centred / np.sqrt(var + float(a.get(\"epsilon\", 1e-5)))", "y = centred / np.sqrt(var)",
      "layer_norm drops epsilon"),
+    ("I14", "interpret", "ane_vit/interpret/layout_ops.py",
+     "return np.take(x, np.where(idx < 0, idx + x.shape[axis], idx), axis=axis)", "return np.take(x, idx, axis=axis)",
+     "gather without wrapping negative indices (EQUIVALENT on valid input: np.take wraps indices in [-D, 0) itself)"),
+    ("I15", "interpret", "ane_vit/interpret/ops.py",
+     'fill = -np.inf if kind == "max" else 0.0', "fill = 0.0",
+     "max_pool pads with zeros"),
+    ("I16", "interpret", "ane_vit/interpret/__init__.py",
+     "if shape is not None and value.shape != shape:", "if False:",
+     "op result shape no longer checked against the program"),
 ]
 
 

@@ -55,3 +55,19 @@ def test_port_moat_refuses_other_configs(ref_kwargs, ane_kwargs, field):
         _, ane = build_model(attention_mode="local", **ane_kwargs)
     with pytest.raises(ValueError, match=rf"configs differ: .*{field}: "):
         port_moat_weights(ref, ane)
+
+
+@pytest.mark.parametrize(
+    "name, member",
+    [("lepe_add", PEType.LePE_ADD), ("PEType.single_head_rpe", PEType.SINGLE_HEAD_RPE), ("rpe", PEType.RPE), ("None", PEType.NONE)],
+)
+def test_pe_type_names_are_case_insensitive(name, member):
+    assert WindowAttention(32, (4, 4), 2, pe_type=name).pe_type is member
+
+
+def test_bytes_per_element_of_mil_dtypes():
+    pytest.importorskip("coremltools")
+    from ane_vit.analysis.program import _dtype_bytes
+
+    expected = {"fp16": 2, "fp32": 4, "int32": 4, "int8": 1, "uint8": 1, "bool": 1, "int4": 0.5, "uint4": 0.5, "uint2": 0.25}
+    assert {name: _dtype_bytes(name) for name in expected} == expected

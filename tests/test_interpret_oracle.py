@@ -100,3 +100,28 @@ def test_normalisations_use_the_programs_epsilon():
     ]
     for i, (e, o) in enumerate(zip(expected, outs)):
         assert_parity(e, o, atol=1e-5 * float(np.abs(e).max()), name=f"output {i}")
+
+
+def test_max_pool_padding_never_wins():
+    from coremltools.converters.mil import Builder as mb
+
+    x = -1.0 - np.arange(2 * 5 * 6, dtype=np.float32).reshape(1, 2, 5, 6)  # all negative: a zero pad would win
+    program = _program(lambda x: mb.max_pool(x=x, kernel_sizes=[3, 3], strides=[2, 2], pad_type="same"), x.shape)
+    (out,) = run_program(program, {"x": x}).values()
+    # 'same' on 5x6 with k=3, s=2: 3x3 outputs, rows padded (1, 1), columns (0, 1); by hand:
+    padded = np.pad(x.astype(np.float64), [(0, 0), (0, 0), (1, 1), (0, 1)], constant_values=-np.inf)
+    expected = np.array([[[[padded[0, c, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3].max() for j in range(3)] for i in range(3)]
+                          for c in range(2)]])
+    assert np.isfinite(expected).all()
+    assert_parity(expected, out, atol=0.0)
+
+
+def test_an_op_result_of_the_wrong_shape_is_named(monkeypatch):
+    from coremltools.converters.mil import Builder as mb
+
+    from ane_vit.interpret import op_table
+
+    program = _program(lambda x: mb.relu(x=x, name="the_relu"), (2, 3))
+    monkeypatch.setitem(op_table._OPS, "relu", lambda a: np.zeros((3, 2), np.float32))  # a broken op
+    with pytest.raises(RuntimeError, match=r"op 'the_relu' \(relu\) produced shape \(3, 2\), the program declares \(2, 3\)"):
+        run_program(program, {"x": np.ones((2, 3), np.float32)})

@@ -81,3 +81,24 @@ def test_check_shape_wildcards():
         check_shape(torch.zeros(2, 3, 1, 5), (2, 4, 1, 5), name="x")
     with pytest.raises(AssertionError, match="expected"):
         check_shape(torch.zeros(2, 3), (2, 3, 1))
+
+
+def test_randomize_gives_trained_looking_values():
+    from torch import nn
+
+    from ane_vit.norm import LayerNormANE
+    from ane_vit.testing import randomize_
+
+    model = nn.Sequential(nn.Conv2d(3, 64, 3), nn.BatchNorm2d(64), LayerNormANE(64), nn.Linear(64, 32))
+    randomize_(model, seed=5).requires_grad_(False)
+    bn, ln = model[1], model[2]
+    for scale in (bn.weight, ln.weight):
+        assert 0.9 < float(scale.mean()) < 1.1 and float(scale.std()) > 0.05  # around 1, not all 1
+    for shift in (bn.bias, ln.bias, model[0].bias):
+        assert abs(float(shift.mean())) < 0.05 and float(shift.std()) > 0.05
+    assert 0.5 <= float(bn.running_var.min()) and float(bn.running_var.max()) < 1.5
+    assert float(bn.running_mean.abs().max()) > 0.0
+    assert float(model[0].weight.std()) == pytest.approx(27**-0.5, rel=0.2)  # 1/sqrt(fan_in), fan_in = 3*3*3
+    assert float(model[3].weight.std()) == pytest.approx(64**-0.5, rel=0.2)
+    again = randomize_(nn.Sequential(nn.Conv2d(3, 64, 3), nn.BatchNorm2d(64), LayerNormANE(64), nn.Linear(64, 32)), seed=5)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
