@@ -84,11 +84,24 @@ class ParityReport(tuple):
         return f"ParityReport(max_abs={self.max_abs:.3g}, psnr_db={self.psnr_db:.1f})"
 
 
+def _check_finite(x: np.ndarray, side: str, name: str) -> None:
+    """Raise ``AssertionError`` saying where, if ``x`` holds a NaN or an infinity."""
+    bad = ~np.isfinite(x)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise AssertionError(
+            f"{name}: the {side} has {int(bad.sum())} non-finite value(s) "
+            f"({int(np.isnan(x).sum())} NaN, {int(np.isinf(x).sum())} inf); the first is {x[first]} at index {first}"
+        )
+
+
 def assert_parity(reference, test, atol: float | None = None, min_psnr: float | None = None, name: str = "output") -> ParityReport:
     """Check ``test`` against ``reference``; return the measured ``ParityReport``.
 
     Raises ``AssertionError`` naming the measured and required values when ``atol`` (max
-    abs error) or ``min_psnr`` (dB) is not met. Sequences of tensors are checked pairwise,
+    abs error) or ``min_psnr`` (dB) is not met, and, whatever the thresholds, when the
+    reference or the test holds a NaN or an infinity (naming which side, how many and the
+    index of the first). Sequences of tensors are checked pairwise,
     and the worst figures are returned.
     """
     if isinstance(reference, (list, tuple)):
@@ -97,7 +110,10 @@ def assert_parity(reference, test, atol: float | None = None, min_psnr: float | 
         reports = [assert_parity(r, t, atol, min_psnr, f"{name}[{i}]") for i, (r, t) in enumerate(zip(reference, test))]
         return ParityReport(max(r.max_abs for r in reports), min(r.psnr_db for r in reports))
     check_shape(test, tuple(reference.shape), name)
-    report = ParityReport(max_abs_error(reference, test), psnr(reference, test))
+    r, t = _as_numpy(reference), _as_numpy(test)
+    _check_finite(r, "reference", name)  # NaN would compare False with every threshold
+    _check_finite(t, "test", name)
+    report = ParityReport(max_abs_error(r, t), psnr(r, t))
     if atol is not None and not report.max_abs <= atol:
         raise AssertionError(f"{name}: max abs error {report.max_abs:.3g} > allowed {atol:.3g}")
     if min_psnr is not None and not report.psnr_db >= min_psnr:
