@@ -332,7 +332,7 @@ def _copy_repo(src: Path, dst: Path) -> None:
 def _run_tests(root: Path, files: list[str], timeout: float) -> tuple[str, float, str]:
     env = {**os.environ, "PYTHONPATH": str(root), "TQDM_DISABLE": "1", "MPLBACKEND": "Agg",
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    cmd = [sys.executable, "-m", "pytest", *files, "-q", "-x", "-p", "no:cacheprovider", "--no-header",
+    cmd = [sys.executable, "-m", "pytest", *files, "-q", "-x", "-p", "no:cacheprovider", "-p", "no:xdist", "--no-header",
            "-o", "addopts=", *_NOT_SLOW]
     start = time.perf_counter()
     try:

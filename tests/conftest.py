@@ -5,6 +5,11 @@ import pytest
 import torch
 
 os.environ.setdefault("TQDM_DISABLE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Under pytest-xdist (-n 2, the default options) each worker, and each notebook kernel it
+    # starts, gets one thread: two workers on a 2-core machine, not four competing threads.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
 
 _FP16_FULL_HELP = (
     "also run the true-float16 sweep of every MOAT at 256x256 (marker fp16_full): minutes on CPUs "
