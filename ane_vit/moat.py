@@ -62,9 +62,9 @@ __all__ = [
 
 #: Attention modes. ``global`` attends over a whole stage map, ``local`` over windows.
 ATTENTION_MODES = ("global", "local")
-#: How local attention lays out its windows: ``channels_first`` keeps the map ``(B, C, ...)``
-#: and lays the windows along axis 2, ``(B, C, nW, N)``; ``channels_last`` is the seed's route
-#: through a channels-last map and ``(B*nW, C, 1, N)`` windows (kept for comparison).
+#: The layouts of local attention. ``channels_first`` keeps the map ``(B, C, ...)`` and lays
+#: the windows along axis 2, ``(B, C, nW, N)``; ``channels_last`` is the seed's route through
+#: a channels-last map and ``(B*nW, C, 1, N)`` windows (kept for comparison).
 LOCAL_LAYOUTS = ("channels_first", "channels_last")
 #: Supported output strides and the stride of each stage's first block.
 OUTPUT_STRIDES = {32: (2, 2, 2, 2), 16: (2, 2, 2, 1), 8: (2, 2, 1, 1)}
