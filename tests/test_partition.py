@@ -71,7 +71,11 @@ def test_reverse_wrong_window_count():
 
 
 @pytest.mark.parametrize("B", [1, 2])
-@pytest.mark.parametrize("H, W, window", [(16, 16, (8, 8)), (12, 16, (4, 8)), (12, 16, (6, 4)), (8, 8, (8, 8)), (16, 8, (8, 8))])
+@pytest.mark.parametrize(
+    "H, W, window",
+    # (16, 8): a window spans the width (the reshape-only case); (8, 16): it spans the height only
+    [(16, 16, (8, 8)), (12, 16, (4, 8)), (12, 16, (6, 4)), (8, 8, (8, 8)), (16, 8, (8, 8)), (8, 16, (8, 8))],
+)
 def test_nchw_partition_is_the_channels_last_one_with_channels_first(B, H, W, window):
     x = torch.randn(B, 5, H, W)
     windows = window_partition_nchw(x, window)
