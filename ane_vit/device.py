@@ -21,9 +21,10 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from importlib import metadata as _importlib_metadata
 from pathlib import Path
 from typing import Any
+
+from ._versions import dist_version as _version
 
 __all__ = ["COMPUTE_UNITS", "measure_latency", "compute_plan", "device_provenance", "save_results"]
 
@@ -69,13 +70,6 @@ def _check_path(path) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"no such model: {path} (expected an .mlpackage, .mlmodel or .mlmodelc)")
     return path
-
-
-def _version(dist: str) -> str:
-    try:
-        return _importlib_metadata.version(dist)
-    except _importlib_metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def _sysctl(name: str) -> str:

@@ -7,20 +7,14 @@ import json
 import os
 import platform
 import random
-from importlib import metadata
 from pathlib import Path
+
+from ._versions import dist_version as _version
 
 # Quiet progress bars (coremltools conversion) before anything imports tqdm.
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 __all__ = ["setup", "environment_report", "show_source", "results_dir", "load_published_figures"]
-
-
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def environment_report() -> str:

@@ -29,3 +29,12 @@ def test_environment_report_names_the_versions():
     line = environment_report()
     for part in ("Python", "torch", "coremltools", "ane_vit"):
         assert part in line
+
+
+def test_dist_version_of_provenance_records():
+    from importlib import metadata
+
+    from ane_vit._versions import dist_version
+
+    assert dist_version("torch") == metadata.version("torch")
+    assert dist_version("no-such-distribution-ane-vit") == "not installed"

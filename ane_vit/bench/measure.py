@@ -14,12 +14,12 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .._versions import dist_version as _version
 from .results import KINDS, SCHEMA_VERSION
 
 
@@ -61,13 +61,6 @@ def cpu_latency(module: nn.Module, example: torch.Tensor, runs: int = 20, warmup
     Shapes: ``example``: whatever ``module`` takes.
     """
     return cpu_latency_interleaved([(module, example)], runs, warmup)[0]
-
-
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def _cpu_model() -> str:

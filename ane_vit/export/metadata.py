@@ -13,12 +13,13 @@ import enum
 import json
 import os
 from collections.abc import Mapping
-from importlib import metadata as _importlib_metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from .._versions import dist_version as _dist_version
 
 # Keys of the standard model fields that ``metadata=`` may set; everything else is user-defined.
 _STANDARD_FIELDS = ("author", "short_description", "version", "license")
@@ -43,13 +44,6 @@ def config_to_dict(config: Any) -> Any:
     if isinstance(config, nn.Module):
         return type(config).__name__
     return repr(config)
-
-
-def _dist_version(dist: str) -> str:
-    try:
-        return _importlib_metadata.version(dist)
-    except _importlib_metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def _ane_vit_version() -> str:
