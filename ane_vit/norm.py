@@ -17,6 +17,17 @@ activation per norm. So ``LayerNormANE`` uses the folded order whenever it is sa
 weight non-zero and ``|bias / weight|`` far from float16 overflow) and the textbook order
 otherwise; both compute the same function.
 
+When the order is decided: the choice depends on the weight *values*, and ``torch.export``
+(the entry of Core AI, PT2E quantization and ExecuTorch) traces with value-less "fake"
+parameters, so it cannot be made inside ``forward`` there. ``LayerNormANE`` decides outside
+``forward``: at construction, in ``train()`` / ``eval()``, after ``load_state_dict``, after
+``.to()`` / ``.half()``, and in any eager or ``torch.jit.trace`` call whose weights changed
+since the last decision (PyTorch's version counter on the parameters tells). Under
+``torch.export`` / ``torch.compile`` the last decision is used as it stands; so
+``torch.export.export(model.eval(), ...)`` always sees a fresh one. If you change weights in
+place and export without calling ``eval()`` (or running the model once), call
+``refresh_fold()`` first.
+
 See ``notebooks/01_ane_layout.ipynb`` for the layout, and ``ane_vit.deit`` for a model
 that uses it.
 """
@@ -35,6 +46,11 @@ __all__ = ["LayerNormANE"]
 #: Largest ``|bias / weight|`` folded into the input of the scale (float16 tops out at
 #: 65504; the normalised values, at most sqrt(C) in size, are added to it first).
 _MAX_FOLDED_SHIFT = 2.0**14
+
+
+def _refresh_after_load(module: LayerNormANE, _incompatible_keys) -> None:
+    """``load_state_dict`` post hook (a module-level function, so the module still pickles)."""
+    module.refresh_fold()
 
 
 class LayerNormANE(nn.Module):
@@ -68,6 +84,54 @@ class LayerNormANE(nn.Module):
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
+        # The affine order, decided from the weight values outside forward (module docstring).
+        self._fold_shift = True
+        self._fold_key: tuple | None = None
+        self.refresh_fold()
+        self.register_load_state_dict_post_hook(_refresh_after_load)
+
+    @property
+    def fold_shift(self) -> bool:
+        """Whether ``forward`` uses the folded order ``(x_hat + bias / weight) * weight``
+        (one ``layer_norm`` op after conversion) rather than ``x_hat * weight + bias``."""
+        return self._use_folded_order()
+
+    def refresh_fold(self) -> bool:
+        """Decide the affine order from the current weight values; returns the decision.
+
+        Called for you at construction, by ``train()`` / ``eval()``, after ``load_state_dict``
+        and after ``.to()``; call it yourself only after changing weights in place if you then
+        export without calling ``eval()``.
+        """
+        if self.weight is not None:
+            self._fold_shift = self._can_fold_shift()
+            self._fold_key = self._weights_key()
+        return self._fold_shift
+
+    def train(self, mode: bool = True) -> LayerNormANE:
+        super().train(mode)
+        self.refresh_fold()  # model.eval() before torch.export: a decision from today's weights
+        return self
+
+    def _apply(self, fn, *args, **kwargs):
+        out = super()._apply(fn, *args, **kwargs)
+        self.refresh_fold()  # .half() can turn a tiny weight into 0
+        return out
+
+    def _weights_key(self) -> tuple:
+        w, b = self.weight, self.bias
+        return (w._version, b._version, w.data_ptr(), b.data_ptr(), w.dtype, w.device)
+
+    def _use_folded_order(self) -> bool:
+        if self.weight is None:
+            return False
+        if torch.compiler.is_compiling():
+            # torch.export / torch.compile: parameters are fake (no values); use the decision
+            # made outside forward, which would otherwise be a data-dependent guard here.
+            return self._fold_shift
+        if self._weights_key() != self._fold_key:  # weights changed in place, or were replaced
+            self.refresh_fold()
+        return self._fold_shift
 
     def extra_repr(self) -> str:
         return f"{self.num_channels}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
@@ -92,7 +156,7 @@ class LayerNormANE(nn.Module):
         if self.weight is None:
             return out
         affine_shape = (1, self.num_channels) + (1,) * (x.dim() - 2)
-        if self._can_fold_shift():
+        if self._use_folded_order():
             # (x_hat + bias/weight) * weight: the order coremltools fuses into ONE layer_norm op
             # carrying weight and bias (it folds bias/weight*weight back into beta at conversion).
             shift = (self.bias / self.weight).reshape(affine_shape)  # (C,) -> (1, C, 1, 1)
@@ -107,6 +171,8 @@ class LayerNormANE(nn.Module):
         (the error of ``x_hat + bias/weight`` is scaled back by ``weight``), but it cannot
         express a zero weight and would overflow float16 for a tiny one.
         """
+        if self.weight is None:
+            return False
         if self.weight.is_meta:  # shapes only (no values): either order gives the same shapes
             return True
         with torch.no_grad(), warnings.catch_warnings():

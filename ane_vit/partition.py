@@ -34,7 +34,11 @@ __all__ = [
 
 def _size(n) -> int:
     """A tensor size as a Python int, for a branch on it. While tracing, sizes are recorded
-    as tensors and branching on one warns; the trace is for these fixed shapes anyway."""
+    as tensors and branching on one warns; the trace is for these fixed shapes anyway.
+    (Only then are warnings filtered: dynamo, behind ``torch.export(strict=True)``, cannot trace
+    ``warnings.catch_warnings``, and its sizes are plain ints for a fixed shape.)"""
+    if not torch.jit.is_tracing():
+        return int(n)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         return int(n)

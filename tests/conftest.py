@@ -17,8 +17,19 @@ _FP16_FULL_HELP = (
 )
 
 
+_EXPORT_SWEEP_HELP = (
+    "also export every registry architecture, attention mode, local layout, PEType and split_head "
+    "setting with torch.export at 256x256 (marker export_sweep): about 3 minutes in two workers"
+)
+
+# Opt-in markers: deselected unless their option is given, "-m <marker>" asks for them, or a
+# test is named on the command line.
+_OPT_IN = {"fp16_full": "--run-fp16-full", "export_sweep": "--run-export-sweep"}
+
+
 def pytest_addoption(parser):
     parser.addoption("--run-fp16-full", action="store_true", default=False, help=_FP16_FULL_HELP)
+    parser.addoption("--run-export-sweep", action="store_true", default=False, help=_EXPORT_SWEEP_HELP)
 
 
 @pytest.fixture(autouse=True)
@@ -39,14 +50,17 @@ def _named_on_command_line(config, item) -> bool:
     return False
 
 
-def _fp16_full_requested(config) -> bool:
-    return config.getoption("--run-fp16-full") or "fp16_full" in (config.getoption("markexpr", "") or "")
+def _requested(config, marker: str) -> bool:
+    return config.getoption(_OPT_IN[marker]) or marker in (config.getoption("markexpr", "") or "")
 
 
 def pytest_report_header(config):
-    if not _fp16_full_requested(config):
-        return "fp16_full tests (true float16 sweep) are deselected; --run-fp16-full runs them"
-    return None
+    lines = []
+    if not _requested(config, "fp16_full"):
+        lines.append("fp16_full tests (true float16 sweep) are deselected; --run-fp16-full runs them")
+    if not _requested(config, "export_sweep"):
+        lines.append("export_sweep tests (torch.export of every configuration) are deselected; --run-export-sweep runs them")
+    return lines or None
 
 
 def pytest_collection_modifyitems(config, items):
@@ -55,8 +69,10 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "macos" in item.keywords:
                 item.add_marker(skip)
-    if not _fp16_full_requested(config):
-        dropped = [i for i in items if "fp16_full" in i.keywords and not _named_on_command_line(config, i)]
+    for marker in _OPT_IN:
+        if _requested(config, marker):
+            continue
+        dropped = [i for i in items if marker in i.keywords and not _named_on_command_line(config, i)]
         if dropped:
             config.hook.pytest_deselected(items=dropped)
             items[:] = [i for i in items if i not in dropped]
