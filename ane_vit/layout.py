@@ -29,6 +29,7 @@ __all__ = [
     "padded_last_axis",
     "padded_nbytes",
     "dense_nbytes",
+    "moves_last_axis",
 ]
 
 #: The ANE pads the last axis of each buffer to this many bytes.
@@ -126,3 +127,32 @@ def padded_nbytes(shape: Sequence[int], dtype: str | int = "fp16", align: int = 
     shape = [int(s) for s in shape] or [1]
     *outer, last = shape
     return math.prod(outer) * padded_last_axis(last, dtype, align) * _elem_bytes(dtype)
+
+
+def moves_last_axis(in_shape: Sequence[int], out_shape: Sequence[int], perm: Sequence[int] | None = None) -> bool:
+    """Whether a layout op changes what lies along the last (innermost, "width") axis.
+
+    Apple's Neural Engine rules (apple/coreai-models, ``neural_engine_rules.md``) single out
+    reshapes and transposes that touch the width dimension: they force a full rewrite of the
+    data in memory, while regrouping the outer axes of 64-byte-padded rows can leave the rows
+    where they are. The test:
+
+    * a transpose (``perm`` given) moves the last axis unless ``perm[-1]`` is the last axis;
+    * any other layout op (reshape, squeeze, expand_dims, concat, split, slice, pad, ...)
+      moves it when the last axis length changes: the rows are split, merged, cut or
+      extended. ``(B, C, H, W) -> (B, C*H, W)`` keeps it; ``(B, C, H, W) -> (B, C, 1, H*W)``
+      moves it (rows of ``W`` merged into one of ``H*W``).
+
+    A rank-0 shape counts as a last axis of length 1.
+
+    Shapes: ``in_shape``, ``out_shape``: any rank; ``perm``: a permutation of ``range(rank)``.
+    """
+    if perm is not None:
+        perm = [int(p) for p in perm]
+        rank = len(perm)
+        if sorted(p % rank for p in perm) != list(range(rank)):
+            raise ValueError(f"perm must be a permutation of range({rank}), got {perm}")
+        return rank > 0 and perm[-1] % rank != rank - 1
+    last_in = int(in_shape[-1]) if len(in_shape) else 1
+    last_out = int(out_shape[-1]) if len(out_shape) else 1
+    return last_in != last_out

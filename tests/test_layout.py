@@ -57,3 +57,23 @@ def test_padded_bytes_waste():
 def test_unknown_dtype():
     with pytest.raises(ValueError, match="unknown dtype"):
         padded_nbytes((1, 2), "fp8")
+
+
+def test_moves_last_axis():
+    from ane_vit.layout import moves_last_axis
+
+    # transposes: only the permutation's last entry matters
+    assert moves_last_axis((1, 8, 4, 16), (1, 8, 16, 4), perm=(0, 1, 3, 2))
+    assert not moves_last_axis((1, 8, 4, 16), (1, 4, 8, 16), perm=(0, 2, 1, 3))
+    assert not moves_last_axis((2, 3, 5), (3, 2, 5), perm=(1, 0, -1))  # negative axes count too
+    # reshapes: rows merged or split move it; regrouping the outer axes keeps it
+    assert moves_last_axis((1, 8, 4, 16), (1, 8, 1, 64))
+    assert moves_last_axis((1, 8, 1, 64), (1, 8, 4, 16))
+    assert not moves_last_axis((1, 8, 4, 16), (1, 32, 16))
+    assert not moves_last_axis((1, 8, 4, 16), (1, 8, 1, 4, 16))
+    # slices and concats along the last axis change its length
+    assert moves_last_axis((1, 8, 1, 64), (1, 8, 1, 32))
+    assert not moves_last_axis((1, 8, 1, 64), (1, 4, 1, 64))
+    assert not moves_last_axis((), ())
+    with pytest.raises(ValueError, match=r"perm must be a permutation of range\(3\), got \[0, 0, 2\]"):
+        moves_last_axis((1, 2, 3), (1, 2, 3), perm=(0, 0, 2))
