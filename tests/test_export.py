@@ -5,6 +5,7 @@ import json
 import os
 import re
 from enum import Enum
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -421,3 +422,19 @@ def test_cli_exports_tiny_moat_0_local(tmp_path, capsys):
     spec = ct.models.MLModel(str(tmp_path / name), skip_model_load=True).get_spec()
     shapes = [list(o.type.multiArrayType.shape) for o in spec.description.output]
     assert shapes == [[1, 32, 64, 64], [1, 64, 32, 32], [1, 128, 16, 16], [1, 256, 8, 8]]
+
+
+def test_save_program_resolves_tilde_once_and_saves_atomically(tmp_path, monkeypatch):
+    from ane_vit.export import resolve_target, save_program, to_mlprogram
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    mlmodel = to_mlprogram(nn.Conv2d(3, 4, 1), torch.rand(1, 3, 4, 4))
+    target = save_program(mlmodel, "~/conv.mlpackage")
+    assert target == tmp_path / "conv.mlpackage" and (target / "Manifest.json").is_file()
+    assert not (Path.cwd() / "~").exists()
+    with pytest.raises(FileExistsError, match="conv.mlpackage already exists; pass overwrite=True"):
+        save_program(mlmodel, "~/conv.mlpackage")  # the check sees what the save would replace
+    with pytest.raises(ValueError, match=r"saved as a \.mlpackage folder, got 'conv\.mlmodel'"):
+        resolve_target("conv.mlmodel")
+    assert save_program(mlmodel, target, overwrite=True) == target
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conv.mlpackage"]  # no staging folder left

@@ -37,7 +37,7 @@ from .cli import main
 from .convert import DEFAULT_DEPLOYMENT_TARGET, IMAGENET_MEAN, IMAGENET_STD, to_mlprogram
 from .metadata import config_to_dict, package_nbytes, read_metadata
 from .paths import default_filename, enumerated_filename
-from .save import export_moat, export_model
+from .save import export_moat, export_model, resolve_target, save_program
 from .shapes import MAX_ENUMERATED_SHAPES
 
 __all__ = [
@@ -47,6 +47,8 @@ __all__ = [
     "to_mlprogram",
     "export_model",
     "export_moat",
+    "save_program",
+    "resolve_target",
     "default_filename",
     "enumerated_filename",
     "MAX_ENUMERATED_SHAPES",

@@ -27,7 +27,7 @@ from .convert import (
 from .metadata import _set_metadata
 from .paths import _check_shape, _check_target, _resolve_path, default_filename, enumerated_filename
 
-__all__ = ["export_model", "export_moat"]
+__all__ = ["export_model", "export_moat", "resolve_target", "save_program"]
 
 # --------------------------------------------------------------------------- export
 
@@ -129,6 +129,40 @@ def export_model(
         )
     if target.exists() and not overwrite:  # appeared during the conversion
         raise FileExistsError(f"{target} already exists; pass overwrite=True / --overwrite to replace it")
+    _save_atomically(mlmodel, target)
+    return target
+
+
+def resolve_target(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """The one way our code turns a user's output path into the path it writes.
+
+    ``~`` is expanded and the path made absolute ONCE, here, so the existence check and the
+    write look at the same place (coremltools' ``save`` expands ``~`` itself: checking the
+    literal path and then saving would replace ``$HOME/...`` unasked). Then the target is
+    checked before any slow work: ``.mlpackage`` suffix, existing target without
+    ``overwrite``, a folder that cannot be written (``_check_target``).
+
+    Raises:
+        ValueError: for a path that does not end in ``.mlpackage``.
+        FileExistsError: if the target exists and ``overwrite`` is false.
+        OSError: if the output folder cannot be written.
+    """
+    target = Path(os.path.expanduser(os.fspath(path))).absolute()
+    if target.suffix != ".mlpackage":
+        raise ValueError(f"an ML Program is saved as a .mlpackage folder, got {os.fspath(path)!r}")
+    _check_target(target, overwrite)
+    return target
+
+
+def save_program(mlmodel, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Save a converted (or compressed) ML Program atomically; the helper every command uses.
+
+    The path goes through ``resolve_target`` (``~`` expanded once, checks first); the save
+    goes to a hidden temporary folder next to the target and is renamed into place only when
+    complete (``_save_atomically``): an interrupted or failed save leaves an existing program
+    as it was and no half-written folder. Returns the absolute path written.
+    """
+    target = resolve_target(path, overwrite)
     _save_atomically(mlmodel, target)
     return target
 
