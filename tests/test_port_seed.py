@@ -6,6 +6,7 @@ builds; it was recorded from the seed, independently of ``ane_vit.port.seed``.
 """
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,77 @@ def test_seed_key_examples():
     assert seed_key("stages.2.0.mbconv.expand_norm.bias") == "_blocks.2.0._mbconv._bn0.bias"
     assert seed_key("stages.3.1.attention.lepe.weight") == "_blocks.3.1._window_attention.LePE_for_Value.weight"
     assert seed_key("head.fc.weight") is None
+
+
+def _planted(value_of, key_of="last"):
+    """A good seed dict for tiny-moat-0 (LePE_ADD, 64x64) with one value replaced."""
+    entry = MODELS["tiny-moat-0/global/LePE_ADD/align=True/64x64"]
+    good = _random_seed_dict(entry["state_dict"])
+    keys = [k for k, v in good.items() if v.is_floating_point()]
+    key = keys[-1] if key_of == "last" else keys[0]
+    return entry, dict(good, **{key: value_of(good[key])}), key
+
+
+@pytest.mark.parametrize("kind, value_of, message", [
+    ("meta", lambda v: torch.empty(v.shape, device="meta"), r"a meta tensor \(a shape without data\)"),
+    ("nan", lambda v: v.clone().index_fill_(0, torch.tensor([0]), float("nan")), r"\d+ NaN value\(s\)"),
+    ("inf", lambda v: v.clone().index_fill_(0, torch.tensor([0]), float("-inf")), r"\d+ inf value\(s\)"),
+    ("int", lambda v: v.round().to(torch.int64), r"dtype torch\.int64, expected a floating-point tensor \(the model holds torch\.float32\)"),
+    ("bool", lambda v: v > 0, r"dtype torch\.bool, expected a floating-point tensor"),
+    ("complex", lambda v: v.to(torch.complex64), r"dtype torch\.complex64, expected a floating-point tensor"),
+    ("sparse", lambda v: v.to_sparse(), r"a sparse_coo tensor, expected a dense one"),
+])
+def test_a_value_that_cannot_be_loaded_is_refused_before_anything_is_copied(kind, value_of, message):
+    # The seed loader used to raise only at the bad key's copy_, 416 of 474 tensors in
+    # (a meta tensor), or to load NaN, inf, int, bool and complex values without a word.
+    entry, seed_dict, key = _planted(value_of)
+    model = _ours(entry["build"], seed=3)
+    snapshot = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"nothing was copied: 1 value\(s\) that cannot be loaded: " + re.escape(key) + ": " + message):
+        load_seed_state_dict(model, seed_dict)
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, snapshot[k])]
+    assert changed == []
+
+
+def test_integer_buffers_must_stay_integers_and_other_float_precisions_load():
+    entry = MODELS["tiny-moat-0/global/LePE_ADD/align=True/64x64"]
+    good = _random_seed_dict(entry["state_dict"])
+    counter = next(k for k in good if k.endswith("num_batches_tracked"))
+    model = _ours(entry["build"], seed=3)
+    with pytest.raises(ValueError, match=re.escape(counter) + r": dtype torch\.float32, expected an integer tensor \(the model holds torch\.int64\)"):
+        load_seed_state_dict(model, dict(good, **{counter: torch.tensor(7.0)}))
+    wide = {k: v.double() if v.is_floating_point() else v for k, v in good.items()}  # float64 and bfloat16 are converted
+    wide["_stem.0.weight"] = good["_stem.0.weight"].bfloat16()
+    load_seed_state_dict(model, wide)
+    assert model.stem[0].weight.dtype == torch.float32
+    assert torch.equal(model.stem[0].weight, good["_stem.0.weight"].bfloat16().float())
+    assert torch.equal(model.stages[0][0].expand.weight, good["_blocks.0.0._expand_conv.weight"])
+
+
+def test_ctrl_c_during_the_copy_is_held_back_until_every_tensor_is_copied(monkeypatch):
+    import os
+    import signal
+
+    entry = MODELS["tiny-moat-0/global/LePE_ADD/align=True/64x64"]
+    good = _random_seed_dict(entry["state_dict"])
+    model = _ours(entry["build"], seed=3)
+    calls = []
+    original = torch.Tensor.copy_
+
+    def copy_and_interrupt(self, src, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 10:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, ten tensors in
+        return original(self, src, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "copy_", copy_and_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        load_seed_state_dict(model, good)
+    monkeypatch.undo()
+    assert len(calls) == len(good)  # the copy went on to the end, then the interrupt was raised
+    for key, value in model.state_dict().items():
+        expected = good[seed_key(key)]
+        if key.endswith("relative_position_bias_table"):
+            expected = seed_rpe_table_to_ane(expected)
+        assert torch.equal(value, expected.to(value.dtype)), key
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back

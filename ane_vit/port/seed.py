@@ -6,14 +6,18 @@ tensors under other names (``_blocks.2.0._window_attention.q_proj.weight`` is ou
 table, stored by the seed as ``(2wh-1, 2ww-1, heads)`` with the opposite offset sign
 (``seed_rpe_table_to_ane``). ``seed_key`` gives the seed's name of each of our keys;
 ``load_seed_state_dict`` checks a whole seed state dict (every key present, none left
-over, every shape as expected) before it copies anything. ``to_seed_state_dict`` is the
+over, every shape as expected, every value a finite tensor of the right kind) before it
+copies anything. ``to_seed_state_dict`` is the
 inverse, for round trips and for handing our weights back to code that uses the seed's names.
 See ``book/seed_names.md``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import signal
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 import torch
 
@@ -104,14 +108,61 @@ def _listing(keys: list[str]) -> str:
     return shown + (f", ... ({len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else "")
 
 
+def _value_problem(value: torch.Tensor, dest: torch.Tensor) -> str | None:
+    """Why ``value`` cannot become ``dest`` (a parameter or buffer of ours), or None.
+
+    A weight is a finite floating-point tensor with data; an integer buffer (batch norm's
+    ``num_batches_tracked``) an integer tensor. ``copy_`` would convert an int, bool or
+    complex tensor without a word (dropping an imaginary part) and load NaN or inf as is.
+    """
+    if value.is_meta:
+        return "a meta tensor (a shape without data)"
+    if value.layout != torch.strided:
+        return f"a {str(value.layout).replace('torch.', '')} tensor, expected a dense one"
+    if dest.is_floating_point():
+        if not value.is_floating_point():
+            return f"dtype {value.dtype}, expected a floating-point tensor (the model holds {dest.dtype})"
+        nan, inf = int(torch.isnan(value).sum()), int(torch.isinf(value).sum())
+        if nan or inf:
+            return " and ".join(f"{n} {what} value(s)" for n, what in ((nan, "NaN"), (inf, "inf")) if n)
+    elif value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+        return f"dtype {value.dtype}, expected an integer tensor (the model holds {dest.dtype})"
+    return None
+
+
+@contextmanager
+def _interrupt_after() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) until the block is done, then raise ``KeyboardInterrupt``.
+
+    The copy into the model is all or nothing: an interrupt half-way would leave a model
+    with some tensors old and some new. Only the main thread can install signal handlers;
+    elsewhere the block runs as is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda *_: received.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
 @torch.no_grad()
 def load_seed_state_dict(model: MOAT, state_dict: Mapping[str, torch.Tensor]) -> MOAT:
     """Copy a seed MOAT's state dict into ``model`` in place; returns ``model``.
 
     Every key of ``state_dict`` must have a place in ``model`` and every tensor of the seed's
     layout in ``model`` must be in ``state_dict`` (batch-norm statistics included), with the
-    shape the seed stores it in. Relative-position tables are flipped into our orientation
-    (``seed_rpe_table_to_ane``). Nothing is copied unless everything fits.
+    shape the seed stores it in, holding data (not a meta tensor), finite (no NaN, no inf),
+    of the right kind (floating point for weights and statistics, an integer for
+    ``num_batches_tracked``; any float precision is converted). Relative-position tables are
+    flipped into our orientation (``seed_rpe_table_to_ane``). Nothing is copied unless
+    everything fits: every value is checked and converted before the first copy, and a
+    Ctrl-C during the copy is held back until the copy is complete.
 
     The model must be built with the seed's settings: same ``base_arch``, input size,
     ``attention_mode``, ``pe_type`` and ``channel_buffer_align``, no ``num_classes`` (the
@@ -121,8 +172,9 @@ def load_seed_state_dict(model: MOAT, state_dict: Mapping[str, torch.Tensor]) ->
 
     Raises:
         TypeError: ``model`` is not an ``ane_vit.moat.MOAT`` or ``state_dict`` not a mapping of tensors.
-        ValueError: listing the unexpected keys, the missing keys, or each key whose shape
-            differs (expected and got).
+        ValueError: listing the unexpected keys, the missing keys, each key whose shape
+            differs (expected and got) and each value that cannot be loaded (meta, NaN or
+            inf, an int/bool/complex tensor for a weight); the model is then unchanged.
 
     Shapes: seed ``relative_position_bias_table (2wh-1, 2ww-1, h)`` -> ours ``((2wh-1)*(2ww-1), h)``.
     """
@@ -147,17 +199,27 @@ def load_seed_state_dict(model: MOAT, state_dict: Mapping[str, torch.Tensor]) ->
     ]
     if wrong:
         problems.append(f"{len(wrong)} key(s) of the wrong shape: " + "; ".join(wrong[:_SHOWN]) + ("; ..." if len(wrong) > _SHOWN else ""))
+    ours = model.state_dict()  # tensors share storage with the model's parameters and buffers
+    bad = [f"{k}: {why}" for k, v in state_dict.items() if k in plan
+           for why in [_value_problem(v, ours[plan[k][0]])] if why is not None]
+    if bad:
+        problems.append(f"{len(bad)} value(s) that cannot be loaded: " + "; ".join(bad[:_SHOWN]) + ("; ..." if len(bad) > _SHOWN else ""))
     if problems:
         raise ValueError(
             f"the state dict does not fit this {model.config.base_arch} ({model.config.attention_mode}, "
-            f"{model.config.pe_type.name}, {tuple(model.config.image_size)}): " + ". ".join(problems)
+            f"{model.config.pe_type.name}, {tuple(model.config.image_size)}); nothing was copied: " + ". ".join(problems)
         )
-    ours = model.state_dict()  # tensors share storage with the model's parameters and buffers
+    # Convert everything first (a failure here leaves the model untouched), then copy tensors
+    # of identical shape, dtype and device, which cannot fail half-way.
+    staged = {}
     for theirs, (key, _) in plan.items():
         value = state_dict[theirs]
         if key.endswith("." + _RPE_TABLE):
             value = seed_rpe_table_to_ane(value)  # (2wh-1, 2ww-1, h) -> ((2wh-1)*(2ww-1), h), offsets flipped
-        ours[key].copy_(value)
+        staged[key] = value.to(device=ours[key].device, dtype=ours[key].dtype, copy=True)
+    with _interrupt_after():
+        for key, value in staged.items():
+            ours[key].copy_(value)
     return model
 
 
