@@ -162,5 +162,5 @@ def test_evaluate_on_a_subset_writes_every_stage(tmp_path):
     assert [r["stage"] for r in results["stages"]] == [
         "reference, PyTorch fp32", "ANE, PyTorch fp32", "ANE, PyTorch fp16", "program fp16 (iOS16), interpreted"]
     assert len(format_table(results).splitlines()) == 5
-    with pytest.raises(ValueError, match="limit must be an int >= 10"):
+    with pytest.raises(ValueError, match="limit must be an int from 10 to 360"):
         evaluate(limit=5)

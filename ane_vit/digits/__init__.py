@@ -3,7 +3,8 @@
 * ``data``: ``load_data`` (scikit-learn's digits, shipped in its wheel, split and upsampled
   to model-ready 64x64 inputs) and ``to_model_input``;
 * ``model``: ``load_model`` (the trained micro-moat, ANE layout or reference, with the
-  weights that ship in ``ane_vit/data/``) and ``build_digits_model``;
+  weights that ship in ``ane_vit/data/``), ``load_state`` (a weights file, checked) and
+  ``build_digits_model``;
 * ``train``: the training recipe (``python -m ane_vit.digits train``);
 * ``evaluate``: accuracy of reference fp32, ANE fp32, ANE fp16, the converted program and
   each compressed program (``python -m ane_vit.digits evaluate`` -> ``results/digits.json``).
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from .cli import main
 from .data import IMAGE_SIZE, NUM_CLASSES, load_data, to_model_input
-from .model import ARCH, build_digits_model, load_model, load_record
+from .model import ARCH, build_digits_model, load_model, load_record, load_state
 
 __all__ = [
     "ARCH",
@@ -26,6 +27,7 @@ __all__ = [
     "to_model_input",
     "build_digits_model",
     "load_model",
+    "load_state",
     "load_record",
     "main",
 ]

@@ -2,19 +2,25 @@
 
 ``train`` writes the weights and the training record (by default into ``ane_vit/data/``,
 the files that ship); ``evaluate`` prints the accuracy of every stage and writes
-``results/digits.json``. Neither replaces an existing file without ``--overwrite``.
+``results/digits.json``. Neither replaces an existing file (or a program in ``--work-dir``)
+without ``--overwrite``. Every path and value is checked before the slow work starts; each
+file is written whole or not at all (a temporary file renamed into place, programs through
+``ane_vit.export.save_program``).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from ..coreml_log import quiet_native_library_warnings
 from .model import RECORD_FILE, WEIGHTS_FILE, weights_path
 
 
@@ -32,55 +38,119 @@ def _build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--output", default="results/digits.json", metavar="FILE", help="JSON file (default: results/digits.json)")
     ev.add_argument("--weights", default=None, metavar="FILE", help="reference state dict (default: the shipped weights)")
     ev.add_argument("--work-dir", default=None, metavar="DIR",
-                    help="where the converted and compressed programs are saved (default: a temporary folder)")
+                    help="keep the converted and compressed programs in DIR (default: a temporary folder, deleted)")
     ev.add_argument("--limit", type=int, default=None, metavar="N",
-                    help="evaluate the interpreted programs on a stratified subset of N test images (default: all)")
+                    help="evaluate on a stratified subset of N test images, 10 to 360 (default: all 360)")
     ev.add_argument("--no-compressed", action="store_true", help="skip the compressed programs")
-    ev.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    ev.add_argument("--overwrite", action="store_true", help="replace an existing output file and programs in --work-dir")
     return parser
 
 
+def _path(text: str) -> Path:
+    """A path as the user meant it: ``~`` expanded once (a quoted ``'~/x'`` reaches us literally)."""
+    return Path(os.path.expanduser(text))
+
+
+def _check_file(path: Path, flag: str, overwrite: bool, parser: argparse.ArgumentParser) -> None:
+    """Fail before the work: ``path`` must be a file we may write (or replace with ``--overwrite``)."""
+    from ..export.paths import _check_target
+
+    if path.is_dir():
+        parser.error(f"{flag} {path} is a folder; give a file name")
+    if path.exists() and not overwrite:
+        parser.error(f"{path} already exists; pass --overwrite to replace it")
+    try:
+        _check_target(path, overwrite=True)
+    except OSError as err:
+        parser.error(f"{flag} {path}: {err.strerror}")
+
+
+def _os_message(err: OSError) -> str:
+    """``[Errno 20] what: 'file'`` -> ``what: file``."""
+    return f"{err.strerror}: {err.filename}" if err.strerror and err.filename else str(err)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it into place:
+    an interrupted write leaves the old file (or none), never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _train(args, parser) -> int:
-    folder = Path(args.output_dir) if args.output_dir else weights_path().parent
+    folder = _path(args.output_dir) if args.output_dir else weights_path().parent
+    if folder.exists() and not folder.is_dir():
+        parser.error(f"--output-dir {folder} is a file, not a folder; choose a folder for {WEIGHTS_FILE} and {RECORD_FILE}")
     targets = [folder / WEIGHTS_FILE, folder / RECORD_FILE]
     existing = [str(t) for t in targets if t.exists()]
     if existing and not args.overwrite:
-        parser.error(f"{', '.join(existing)} already exist(s); pass --overwrite to replace")
+        parser.error(f"{', '.join(existing)} already exist(s); pass --overwrite to replace, or choose another --output-dir")
+    for target in targets:
+        _check_file(target, "--output-dir", True, parser)
     from .train import train
 
     try:
         state, record = train(epochs=args.epochs, seed=args.seed, threads=args.threads, progress=True, log=print)
-    except ValueError as err:
+    except (ValueError, FloatingPointError) as err:
         parser.error(str(err))
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.save(state, targets[0])
-    targets[1].write_text(json.dumps(record, indent=2) + "\n")
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    _write_atomically(targets[0], buffer.getvalue())
+    _write_atomically(targets[1], (json.dumps(record, indent=2) + "\n").encode())
     print(f"{targets[0]}  {targets[0].stat().st_size / 1e6:.2f} MB  test accuracy {record['test_accuracy']:.4f}")
     print(f"{targets[1]}  {record['wall_seconds']} s ({record['cpu_seconds']} s CPU), {record['epochs']} epochs, seed {record['seed']}")
     return 0
 
 
 def _evaluate(args, parser) -> int:
-    output = Path(args.output)
-    if output.exists() and not args.overwrite:
-        parser.error(f"{output} already exists; pass --overwrite to replace it")
+    output = _path(args.output)
+    _check_file(output, "--output", args.overwrite, parser)
+    work_dir = None if args.work_dir is None else _path(args.work_dir)
     os.environ.setdefault("TQDM_DISABLE", "1")  # coremltools' conversion progress bars
-    from .evaluate import evaluate, format_table
+    quiet_native_library_warnings()  # before coremltools is imported: see ane_vit.coreml_log
+    from .data import load_data
+    from .evaluate import check_limit, check_work_dir, evaluate, format_table
+    from .model import load_state
 
+    if work_dir is not None:
+        try:
+            check_work_dir(work_dir, compressed=not args.no_compressed, overwrite=args.overwrite)
+        except OSError as err:
+            parser.error(f"--work-dir: {_os_message(err)}")
     try:
-        results = evaluate(weights=args.weights, work_dir=args.work_dir, limit=args.limit,
-                           compressed=not args.no_compressed, log=print)
-    except (ValueError, FileNotFoundError) as err:
-        parser.error(str(err))
+        load_state(args.weights)
+    except (ValueError, OSError) as err:
+        parser.error(f"--weights: {_os_message(err) if isinstance(err, OSError) else err}")
+    if args.limit is not None:
+        try:
+            check_limit(args.limit, len(load_data()[3]), "--limit")
+        except ValueError as err:
+            parser.error(str(err))
+    try:
+        results = evaluate(weights=args.weights, work_dir=work_dir, limit=args.limit, compressed=not args.no_compressed,
+                           log=print, overwrite=args.overwrite)
+    except (ValueError, OSError) as err:  # checked above: only what changed since (e.g. a file appeared)
+        parser.error(_os_message(err) if isinstance(err, OSError) else str(err))
     print(format_table(results))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2) + "\n")
+    _write_atomically(output, (json.dumps(results, indent=2) + "\n").encode())
     print(output)
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m ane_vit.digits {train,evaluate} [options]``; returns the exit status."""
+    """Command line: ``python -m ane_vit.digits {train,evaluate} [options]``; returns the exit status.
+
+    Usage errors exit with status 2 before any training or conversion: an existing file
+    without ``--overwrite``, a folder flag that names a file, an output that cannot be
+    written, a ``--limit`` out of range, weights that are not the digits model's.
+    """
     parser = _build_parser()
     args = parser.parse_args(argv)
     return _train(args, parser) if args.command == "train" else _evaluate(args, parser)

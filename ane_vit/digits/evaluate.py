@@ -29,7 +29,7 @@ from .data import load_data
 from .model import ARCH, load_model
 
 __all__ = ["COMPRESSIONS", "stratified_subset", "predict", "predict_program", "export_digits", "compress_program",
-           "evaluate", "format_table"]
+           "program_files", "check_work_dir", "check_limit", "evaluate", "format_table"]
 
 #: The compressed programs ``evaluate`` measures: name -> (method, arguments).
 COMPRESSIONS: dict[str, tuple[str, dict]] = {
@@ -49,8 +49,55 @@ COMPRESSIONS: dict[str, tuple[str, dict]] = {
 #: Training images whose activation ranges calibrate W8A8 (ane_vit.compress.quantize_activations).
 CALIBRATION_IMAGES = 160
 _IOS18 = {"palettize-grouped", "int4-block"}
+#: Deployment targets of the two float16 exports (the iOS18 one is the source of the iOS18-only methods).
+_TARGETS = ("iOS16", "iOS18")
 #: Batch of the programs ``evaluate`` exports (the weights do not depend on it).
 PROGRAM_BATCH = 40
+
+
+def _program_file(name: str) -> str:
+    """``"prune 2:4"`` -> ``"digits_prune_2-4.mlpackage"``."""
+    return f"digits_{name.replace(' ', '_').replace(',', '').replace('%', 'pct').replace(':', '-')}.mlpackage"
+
+
+def program_files(compressed: bool = True) -> list[str]:
+    """Names of the programs ``evaluate`` saves in its work folder: the two float16 exports,
+    then one per entry of ``COMPRESSIONS`` (with ``compressed``)."""
+    return [f"digits_fp16_{t}.mlpackage" for t in _TARGETS] + ([_program_file(n) for n in COMPRESSIONS] if compressed else [])
+
+
+def check_work_dir(work_dir: str | os.PathLike, compressed: bool = True, overwrite: bool = False) -> Path:
+    """Check ``evaluate``'s work folder before any work; returns it (``~`` expanded, absolute).
+
+    It must be a folder, or a path where one can be made and written; a program that
+    ``evaluate`` would save there (``program_files``) must not exist unless ``overwrite``.
+
+    Raises:
+        NotADirectoryError: ``work_dir`` (or a parent) is a file.
+        FileExistsError: listing the programs already there.
+        OSError: the folder cannot be written.
+    """
+    from ..export.paths import _check_target
+
+    folder = Path(os.path.expanduser(os.fspath(work_dir))).absolute()
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"the work folder {folder} is a file, not a folder; choose a folder for the programs")
+    names = program_files(compressed)
+    existing = [n for n in names if (folder / n).exists()]
+    if existing and not overwrite:
+        shown = ", ".join(existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+        raise FileExistsError(f"{len(existing)} program(s) already in the work folder {folder}: {shown}; "
+                              "pass overwrite=True / --overwrite to replace them, or choose another folder")
+    _check_target(folder / names[0], overwrite=True)  # writable; a parent that is a file is named
+    return folder
+
+
+def check_limit(limit: int, n_test: int, name: str = "limit") -> int:
+    """``limit`` if it is an int from 10 (one image per class) to ``n_test``; else a ``ValueError``
+    naming ``name`` (``evaluate`` takes more images than the split has for all of them)."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 10 <= limit <= n_test:
+        raise ValueError(f"{name} must be an int from 10 to {n_test} (the test images, 10 classes), got {limit!r}")
+    return limit
 
 
 def stratified_subset(y: torch.Tensor, per_class: int) -> torch.Tensor:
@@ -142,25 +189,39 @@ def evaluate(
     limit: int | None = None,
     compressed: bool = True,
     log: Callable[[str], None] | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Accuracy of every stage on the test split; returns a JSON-ready dict with provenance.
 
     Args:
         weights: another reference state dict (default: the shipped weights).
-        work_dir: keep the exported and compressed programs there (default: a temporary folder).
-        limit: use ``stratified_subset`` with ``limit // 10`` images per class instead of the whole split.
+        work_dir: keep the exported and compressed programs there (default: a temporary folder);
+            checked before any work (``check_work_dir``).
+        limit: use ``stratified_subset`` with ``limit // 10`` images per class instead of the
+            whole split: an int from 10 to the number of test images (360). The result's
+            ``split`` records the images that ran (``n_test``; ``subset`` if fewer than all).
         compressed: also measure the compressed programs.
         log: called with one line per finished stage.
+        overwrite: replace programs already in ``work_dir`` (each save is atomic:
+            ``ane_vit.export.save_program``).
+
+    Raises:
+        ValueError: a bad ``limit`` or weights that are not the digits model's.
+        FileNotFoundError: no weights file; FileExistsError, NotADirectoryError, OSError:
+            a ``work_dir`` that cannot take the programs (see ``check_work_dir``).
     """
     from .. import __version__
     from .. import compress as compress_mod
     from ..export.metadata import _dist_version, package_nbytes
 
+    from ..export import save_program
+
     log = log or (lambda _: None)
+    folder = check_work_dir(work_dir, compressed, overwrite) if work_dir is not None else None
     x_train, _, x, y = load_data()
+    n_split = len(y)
     if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 10:
-            raise ValueError(f"limit must be an int >= 10 (images, 10 classes), got {limit!r}")
+        check_limit(limit, n_split)
         keep = stratified_subset(y, limit // 10)
         x, y = x[keep], y[keep]
     reference, ane = load_model("reference", weights), load_model("ane", weights)
@@ -171,11 +232,11 @@ def evaluate(
     for name, model, dtype in (("ANE, PyTorch fp32", ane, torch.float32), ("ANE, PyTorch fp16", ane, torch.float16)):
         rows.append(_row(name, predict(model, x, dtype), y, fp32))
         log(f"{name}: {rows[-1]['accuracy']:.4f}")
-    tmp = tempfile.TemporaryDirectory() if work_dir is None else None
-    folder = Path(tmp.name if tmp else work_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.TemporaryDirectory() if folder is None else None
+    folder = Path(tmp.name) if tmp else folder
     try:
-        programs = {t: export_digits(ane, folder / f"digits_fp16_{t}.mlpackage", t, overwrite=True) for t in ("iOS16", "iOS18")}
+        programs = {t: export_digits(ane, folder / name, t, overwrite=overwrite)
+                    for t, name in zip(_TARGETS, program_files(compressed=False))}
         fp16_bytes = package_nbytes(programs["iOS16"])
         rows.append(_row("program fp16 (iOS16), interpreted", predict_program(programs["iOS16"], x), y, fp32,
                          bytes=fp16_bytes, ratio_to_fp16=1.0, method="none", minimum_target="iOS16"))
@@ -184,8 +245,7 @@ def evaluate(
             source = programs["iOS18" if method in _IOS18 or (method == "palettize" and "group_size" in kwargs) else "iOS16"]
             family = "palettize-grouped" if "group_size" in kwargs else method
             out = compress_program(source, method, calibration=x_train[:CALIBRATION_IMAGES], **kwargs)
-            path = folder / f"digits_{name.replace(' ', '_').replace(',', '').replace('%', 'pct').replace(':', '-')}.mlpackage"
-            out.save(str(path))
+            path = save_program(out, folder / _program_file(name), overwrite=overwrite)
             extra = {"bytes": package_nbytes(path), "method": family, "minimum_target": compress_mod.METHOD_TARGETS[family],
                      "settings": kwargs}
             extra["ratio_to_fp16"] = fp16_bytes / extra["bytes"]
@@ -196,18 +256,16 @@ def evaluate(
     finally:
         if tmp is not None:
             tmp.cleanup()
-    import coremltools as ct
-
     return {
         "model": ARCH,
-        "split": {"n_test": len(y), "subset": limit is not None, "seed": 0, "test_fraction": 0.2},
+        "split": {"n_test": len(y), "subset": len(y) < n_split, "seed": 0, "test_fraction": 0.2},
         "stages": rows,
         "provenance": {
             "what": "accuracy on the digits test split; programs run by ane_vit.interpret (numpy), not by Core ML",
             "machine": f"{platform.system()} {platform.machine()}",
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "seconds": round(time.perf_counter() - start, 1),
-            "versions": {"torch": torch.__version__, "coremltools": ct.__version__, "numpy": np.__version__,
+            "versions": {"torch": torch.__version__, "coremltools": _dist_version("coremltools"), "numpy": np.__version__,
                          "scikit-learn": _dist_version("scikit-learn"), "ane_vit": __version__},
         },
     }

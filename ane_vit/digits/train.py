@@ -15,6 +15,7 @@ momentum is put back to the seed's value before the weights are saved (it is not
 from __future__ import annotations
 
 import math
+import numbers
 import platform
 import time
 from collections.abc import Callable
@@ -93,20 +94,29 @@ def train(
     Seeded: the same seed and thread count give the same weights on the same machine.
 
     Raises:
-        ValueError: for non-positive ``epochs``, ``batch_size``, ``threads`` or ``lr``.
+        ValueError: for non-positive ``epochs``, ``batch_size``, ``threads`` or ``lr``, a
+            ``batch_size`` larger than the training split (1,437 images: every step would be
+            the whole split, and the record would claim a batch that never ran) or a negative
+            ``max_shift``.
+        FloatingPointError: if the loss becomes NaN or inf (training diverged: lower ``lr``);
+            nothing is returned, so no diverged weights can be saved.
     """
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("threads", threads)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr!r}")
+    if isinstance(max_shift, bool) or not isinstance(max_shift, int) or max_shift < 0:
+        raise ValueError(f"max_shift must be an int >= 0 (pixels), got {max_shift!r}")
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
     from tqdm.auto import tqdm
 
+    x_train, y_train, x_test, y_test = load_data()
+    if batch_size > len(x_train):
+        raise ValueError(f"batch_size must be at most the {len(x_train)} training images, got {batch_size}")
     torch.manual_seed(seed)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     generator = torch.Generator().manual_seed(seed)
-    x_train, y_train, x_test, y_test = load_data()
     model = build_digits_model("reference", batch=batch_size)
     seed_momenta = [m.momentum for m in _batch_norms(model)]
     for m in _batch_norms(model):
@@ -126,6 +136,9 @@ def train(
                 idx = order[step * batch_size:(step + 1) * batch_size]
                 xb = random_shift(x_train[idx], max_shift, generator)
                 loss = F.cross_entropy(model(xb), y_train[idx], label_smoothing=0.1)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"training diverged: the loss is {loss.item()} at epoch {epoch + 1}, "
+                                             f"step {step + 1}, lr {lr}; lower lr")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
