@@ -313,7 +313,8 @@ def test_export_moat_wiring(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- CLI
 
 
-def test_cli_defaults_are_the_seeds_exports(tmp_path, capsys):
+def test_cli_defaults_are_the_seeds_exports(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the dry run checks ./exported_model as the real run would
     assert main(["--dry-run", "--output-dir", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.split()
     names = [
@@ -438,3 +439,12 @@ def test_save_program_resolves_tilde_once_and_saves_atomically(tmp_path, monkeyp
         resolve_target("conv.mlmodel")
     assert save_program(mlmodel, target, overwrite=True) == target
     assert sorted(p.name for p in tmp_path.iterdir()) == ["conv.mlpackage"]  # no staging folder left
+
+
+def test_the_deployment_targets_of_the_command_line_are_coremltools_ml_program_targets():
+    import coremltools as ct
+
+    from ane_vit.export import DEPLOYMENT_TARGETS
+
+    ml_program = [name for name, t in ct.target.__members__.items() if t.value >= ct.target.iOS15.value and "_" not in name]
+    assert sorted(DEPLOYMENT_TARGETS) == sorted(ml_program)

@@ -6,7 +6,8 @@
   ane_vit, torch and coremltools), refusing to overwrite an existing file silently.
 * ``export_moat`` builds a MOAT model with ``ane_vit.moat.build_model`` and exports it under
   the seed's file-name scheme (``default_filename``).
-* ``python -m ane_vit.export`` (``main``) exports what the seed's ``export.py`` exported.
+* ``python -m ane_vit.export`` (``main``) exports what the seed's ``export.py`` exported;
+  ``--deployment-target iOS18`` makes the programs that iOS18-only compressions need.
 * ``enumerated_shapes=[...]`` (``--enumerated-sizes``) makes one program for several input
   sizes, for models whose layers do not depend on the token count (chapter 9).
 
@@ -36,7 +37,7 @@ from __future__ import annotations
 from .cli import main
 from .convert import DEFAULT_DEPLOYMENT_TARGET, IMAGENET_MEAN, IMAGENET_STD, to_mlprogram
 from .metadata import config_to_dict, package_nbytes, read_metadata
-from .paths import default_filename, enumerated_filename
+from .paths import DEPLOYMENT_TARGETS, default_filename, deployment_target, enumerated_filename, moat_filename
 from .save import export_moat, export_model, resolve_target, save_program
 from .shapes import MAX_ENUMERATED_SHAPES
 
@@ -51,6 +52,9 @@ __all__ = [
     "resolve_target",
     "default_filename",
     "enumerated_filename",
+    "moat_filename",
+    "deployment_target",
+    "DEPLOYMENT_TARGETS",
     "MAX_ENUMERATED_SHAPES",
     "config_to_dict",
     "read_metadata",

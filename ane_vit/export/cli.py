@@ -16,8 +16,9 @@ from ..attention import PEType
 from ..coreml_log import quiet_native_library_warnings
 from ..moat import ATTENTION_MODES
 from . import save  # save.export_moat is looked up when main runs, so a test can patch it
+from .convert import DEFAULT_DEPLOYMENT_TARGET
 from .metadata import package_nbytes
-from .paths import _check_target, default_filename, enumerated_filename
+from .paths import DEPLOYMENT_TARGETS, _check_target, deployment_target, moat_filename
 
 _DEFAULT_SHAPES = ((512, 512), (256, 256))  # the seed's export.py, in its order
 
@@ -28,6 +29,13 @@ def _pe_type_arg(text: str) -> PEType:
         if member.name.lower() == name.lower():
             return member
     raise argparse.ArgumentTypeError(f"unknown PE type {text!r}; choose from {', '.join(m.name for m in PEType)}")
+
+
+def _target_arg(text: str) -> str:
+    try:
+        return deployment_target(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _build_parser(archs: Sequence[str]) -> argparse.ArgumentParser:
@@ -59,8 +67,14 @@ def _build_parser(archs: Sequence[str]) -> argparse.ArgumentParser:
     parser.add_argument("--enumerated-sizes", action="store_true",
                         help="one program per attention mode that takes every --size/--shape (the first is the default); "
                              "needs --pe-type LePE_FUSED or NONE and global attention")
+    parser.add_argument("--deployment-target", type=_target_arg, default=DEFAULT_DEPLOYMENT_TARGET, metavar="TARGET",
+                        help=f"minimum OS of the program: {', '.join(DEPLOYMENT_TARGETS)} (default: {DEFAULT_DEPLOYMENT_TARGET}); "
+                             "iOS18 / macOS15 for `python -m ane_vit.compress --int4-block` or `--group-size`. "
+                             "A target other than the default is added to the file name")
     parser.add_argument("--overwrite", action="store_true", help="replace existing .mlpackage files")
-    parser.add_argument("--dry-run", action="store_true", help="check every job and list the files that would be written; convert nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check everything the real run checks (sizes, enumerated shapes, file names, the output folder, "
+                             "existing files) and list the files that would be written; convert nothing")
     return parser
 
 
@@ -82,9 +96,16 @@ def _plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[dic
                 modes.append(m)
     split_head = not args.no_split_head
     jobs = []
+    target = args.deployment_target
     if args.enumerated_sizes:
+        from .shapes import check_enumerated_shapes
+
         if len(set(shapes)) < 2:
             parser.error(f"--enumerated-sizes needs at least two different --size/--shape, got {shapes}")
+        try:  # Core ML's limit (128), duplicates: what the conversion checks, before it
+            check_enumerated_shapes(shapes, shapes[0])
+        except ValueError as err:
+            parser.error(f"--enumerated-sizes: {err}")
         if args.pe_type not in (PEType.LePE_FUSED, PEType.NONE):
             parser.error(f"--enumerated-sizes needs --pe-type LePE_FUSED or NONE (the others are sized for one resolution), got {args.pe_type.name}")
         if "local" in modes:
@@ -95,7 +116,8 @@ def _plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[dic
                 dict(
                     base_arch=args.arch, shape=shapes[0], attention_mode=mode, pe_type=args.pe_type,
                     split_head=split_head, num_classes=args.num_classes, image_input=args.image_input,
-                    enumerated_shapes=shapes, path=Path(args.output_dir) / enumerated_filename(cfg, shapes),
+                    enumerated_shapes=shapes, minimum_deployment_target=target,
+                    path=Path(args.output_dir) / moat_filename(cfg, shapes[0], shapes, target),
                 )
             )
         return jobs
@@ -112,7 +134,8 @@ def _plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[dic
                     local_window_size=args.local_window if mode == "local" else None,
                     num_classes=args.num_classes,
                     image_input=args.image_input,
-                    path=Path(args.output_dir) / default_filename(cfg, s),
+                    minimum_deployment_target=target,
+                    path=Path(args.output_dir) / moat_filename(cfg, s, None, target),
                 )
             )
     return jobs
@@ -136,13 +159,29 @@ def _validate(jobs: list[dict], parser: argparse.ArgumentParser) -> None:
                 parser.error(f"{job['base_arch']}, {job['attention_mode']} attention, batch {b}, {h}x{w}: {err}")
 
 
+def _check_targets(jobs: list[dict], args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Every file the run would write: a writable --output-dir, a name the file system takes,
+    no existing file unless --overwrite (all listed)."""
+    try:
+        for job in jobs:
+            _check_target(job["path"], overwrite=True)
+    except OSError as err:
+        parser.error(f"--output-dir: {err.strerror}: {err.filename}" if err.strerror else str(err))
+    except ValueError as err:  # a file name too long
+        parser.error(str(err))
+    existing = [str(j["path"]) for j in jobs if j["path"].exists()]
+    if existing and not args.overwrite:
+        parser.error(f"{', '.join(existing)} already exist(s); pass --overwrite to replace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m ane_vit.export [options]``; returns the exit status.
 
-    Usage errors (unknown option, a size or window that a job's model does not accept,
-    unwritable folder, existing file without ``--overwrite``) exit with status 2 before
-    anything is converted; ``--dry-run`` checks the same (the files aside) and lists the
-    files. The output folder is created only when the first package is saved.
+    Usage errors (unknown option, a size or window that a job's model does not accept, more
+    than 128 or repeated enumerated shapes, a file name too long for the file system, an
+    unwritable folder, an existing file without ``--overwrite``) exit with status 2 before
+    anything is converted; ``--dry-run`` checks exactly the same and lists the files. The
+    output folder is created only when the first package is saved.
     """
     os.environ.setdefault("TQDM_DISABLE", "1")
     quiet_native_library_warnings()  # before coremltools is imported: see ane_vit.coreml_log
@@ -152,17 +191,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     jobs = _plan(args, parser)
     _validate(jobs, parser)
+    _check_targets(jobs, args, parser)
     if args.dry_run:
         for job in jobs:
             print(job["path"])
         return 0
-    try:
-        _check_target(Path(args.output_dir) / "probe.mlpackage", overwrite=True)
-    except OSError as err:
-        parser.error(str(err))
-    existing = [str(j["path"]) for j in jobs if j["path"].exists()]
-    if existing and not args.overwrite:
-        parser.error(f"{', '.join(existing)} already exist(s); pass --overwrite to replace")
     for i, job in enumerate(jobs, 1):
         job.pop("path")
         start, cpu_start = time.perf_counter(), time.process_time()

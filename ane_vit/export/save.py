@@ -25,7 +25,7 @@ from .convert import (
     to_mlprogram,
 )
 from .metadata import _set_metadata
-from .paths import _check_shape, _check_target, _resolve_path, default_filename, enumerated_filename
+from .paths import _check_shape, _check_target, _resolve_path, moat_filename
 
 __all__ = ["export_model", "export_moat", "resolve_target", "save_program"]
 
@@ -234,12 +234,14 @@ def export_moat(
     turned it off, which changes nothing for tiny-moat-0 (all widths are multiples of 32).
     ``enumerated_shapes`` (``shape`` among them, the default) makes one program for several
     sizes, saved as ``enumerated_filename(config, [shape, *others])``; it needs global
-    attention with ``pe_type`` ``LePE_FUSED`` or ``NONE``.
-    Other keyword arguments go to ``export_model``.
+    attention with ``pe_type`` ``LePE_FUSED`` or ``NONE``, and every shape is checked as
+    ``build_model`` would check it (e.g. sizes that are multiples of 32) before converting.
+    A ``minimum_deployment_target`` other than ``iOS16`` is added to the file name
+    (``moat_filename``). Other keyword arguments go to ``export_model``.
 
     Shapes: ``shape = (B, 3, H, W)`` with H and W multiples of 32.
     """
-    from ..moat import build_model
+    from ..moat import build_model, moat_config
 
     shape = _check_shape(shape)
     if attention_mode not in ATTENTION_MODES:
@@ -255,6 +257,11 @@ def export_moat(
     )
     if local_window_size is not None:
         build_kwargs["local_window_size"] = tuple(local_window_size)
+    for other in enumerated_shapes or ():  # each size must suit the model, not only the traced one
+        try:
+            moat_config(**dict(build_kwargs, shape=_check_shape(other)))
+        except ValueError as err:
+            raise ValueError(f"enumerated shape {tuple(other)} does not suit {base_arch}: {err}") from None
     config, model = build_model(**build_kwargs)
     example = torch.rand(shape, generator=torch.Generator().manual_seed(0))
     if image_input:
@@ -270,11 +277,8 @@ def export_moat(
         "ane_vit.base_arch": base_arch,
     }
     meta.update(export_kwargs.pop("metadata", None) or {})
-    if enumerated_shapes is None:
-        filename = default_filename(config, shape)
-    else:
-        others = [tuple(s) for s in enumerated_shapes if tuple(s) != tuple(shape)]
-        filename = enumerated_filename(config, [shape, *others])
+    filename = moat_filename(config, shape, enumerated_shapes, export_kwargs.get("minimum_deployment_target"))
+    if enumerated_shapes is not None:
         export_kwargs["enumerated_shapes"] = enumerated_shapes
     return export_model(
         model,

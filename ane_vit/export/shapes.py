@@ -113,5 +113,6 @@ def check_materializes(mlmodel, input_name: str, shapes: Sequence[Sequence[int]]
         if error is not None:
             raise ValueError(
                 f"the converted program cannot take the enumerated shape {shape}: {error} "
-                "A layer bakes a constant sized for the traced input (e.g. an RPE bias or LePE_ADD's abs_pe)."
+                "Either the model does not accept this size at all (check it by building the model for it), "
+                "or a layer bakes a constant sized for the traced input (e.g. an RPE bias or LePE_ADD's abs_pe)."
             )
