@@ -114,7 +114,6 @@ def _evaluate(args, parser) -> int:
     _check_file(output, "--output", args.overwrite, parser)
     work_dir = None if args.work_dir is None else _path(args.work_dir)
     os.environ.setdefault("TQDM_DISABLE", "1")  # coremltools' conversion progress bars
-    quiet_native_library_warnings()  # before coremltools is imported: see ane_vit.coreml_log
     from .data import load_data
     from .evaluate import check_limit, check_work_dir, evaluate, format_table
     from .model import load_state
@@ -151,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     without ``--overwrite``, a folder flag that names a file, an output that cannot be
     written, a ``--limit`` out of range, weights that are not the digits model's.
     """
+    quiet_native_library_warnings()  # before coremltools is imported: see ane_vit.coreml_log
     parser = _build_parser()
     args = parser.parse_args(argv)
     return _train(args, parser) if args.command == "train" else _evaluate(args, parser)
