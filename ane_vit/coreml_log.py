@@ -26,15 +26,24 @@ logger and message (anything else a library logs still shows):
 Our command lines call ``quiet_native_library_warnings`` before they import coremltools.
 Library code does not call it: in your own code all of this stays visible (see the set-up
 page).
+
+Ctrl-C: coremltools imports its optional dependencies inside bare ``try: ... except:``
+blocks (``coremltools/_deps``), so a Ctrl-C during ``import coremltools`` (seconds on
+Linux) is swallowed and the command runs on and writes its files. Command lines that
+convert call ``import_coremltools`` before the work: it holds Ctrl-C back during the import
+and raises ``KeyboardInterrupt`` right after it.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import re
+import signal
+import threading
 
-__all__ = ["quiet_native_library_warnings"]
+__all__ = ["quiet_native_library_warnings", "import_coremltools"]
 
 # logger name -> the messages dropped from it (matched from the start of the message)
 _DROPPED = {
@@ -91,3 +100,24 @@ def quiet_native_library_warnings() -> None:
         if not any(isinstance(f, _NativeLibraryFilter) for f in logger.filters):
             logger.addFilter(_NativeLibraryFilter(pattern))
     _quiet_progress_bars()
+
+
+def import_coremltools(name: str = "coremltools"):
+    """Import ``name`` (coremltools) so that a Ctrl-C during the import stops the command.
+
+    A SIGINT that arrives during the import is recorded instead of raised inside it (where a
+    bare ``except:`` of the library would swallow it) and raised as ``KeyboardInterrupt``
+    once the import has finished. Returns the module. Outside the main thread (no signal
+    handlers there) it is a plain import.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return importlib.import_module(name)
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda *_: received.append(True))
+    try:
+        module = importlib.import_module(name)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+    return module

@@ -9,6 +9,7 @@ conversion passes' progress bars. A real export and a real analysis run as subpr
 import importlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -112,3 +113,35 @@ def test_every_command_line_quiets_the_noise_before_its_work(module, argv, monke
     with pytest.raises(SystemExit):
         mod.main(argv)
     assert calls == [1]
+
+
+def test_a_ctrl_c_during_the_import_is_raised_after_it_not_swallowed(tmp_path, monkeypatch):
+    # coremltools imports optional dependencies inside bare `except:` blocks: a Ctrl-C there
+    # was swallowed and the command went on to write its files.
+    from ane_vit.coreml_log import import_coremltools
+
+    (tmp_path / "swallows_ctrl_c.py").write_text(
+        "import os, signal, time\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while an optional dependency loads\n"
+        "    time.sleep(0.05)\n"
+        "except:  # noqa: E722, as in coremltools/_deps\n"
+        "    pass\n"
+        "LOADED = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        import_coremltools("swallows_ctrl_c")
+    assert sys.modules["swallows_ctrl_c"].LOADED  # the import itself finished
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    monkeypatch.delitem(sys.modules, "swallows_ctrl_c")
+
+
+def test_the_commands_that_convert_import_coremltools_interruptibly(tmp_path, monkeypatch):
+    import ane_vit.export.cli as export_cli
+
+    calls = []
+    monkeypatch.setattr(export_cli, "import_coremltools", lambda: calls.append("import"))
+    monkeypatch.setattr("ane_vit.export.save.export_moat", lambda **kw: calls.append("export") or tmp_path / "x.mlpackage")
+    monkeypatch.setattr(export_cli, "package_nbytes", lambda p: 1)
+    export_cli.main(["--arch", "micro-moat", "--size", "64", "64", "--attention-mode", "global", "--output-dir", str(tmp_path)])
+    assert calls == ["import", "export"]

@@ -30,6 +30,12 @@ CFG = {"base_arch": "micro-moat", "attention_mode": "global", "pe_type": PEType.
 MICRO = ["--arch", "micro-moat", "--attention-mode", "global", "--num-classes", "10", "--pe-type", "LePE_FUSED"]
 
 
+@pytest.fixture(autouse=True)
+def _no_coremltools_import(monkeypatch):
+    """The real runs here convert nothing: skip the seconds-long import the command line does first."""
+    monkeypatch.setattr(ex.cli, "import_coremltools", lambda: None)
+
+
 def _sizes(n):
     """``n`` different --size arguments, multiples of 32."""
     pairs = [(32 * h, 32 * w) for h in range(1, 12) for w in range(1, 13)][:n]

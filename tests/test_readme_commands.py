@@ -34,6 +34,8 @@ def _commands() -> list[list[str]]:
 def fresh_clone(tmp_path, monkeypatch):
     shutil.copytree(ROOT / "results", tmp_path / "results")  # the committed results, nothing else
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("ane_vit.export.cli.import_coremltools", lambda: None)  # seconds: not needed by the stubs
+    monkeypatch.setattr("ane_vit.digits.cli.import_coremltools", lambda: None)
     monkeypatch.setattr("ane_vit.export.save.export_moat", _stop)
     monkeypatch.setattr("ane_vit.bench.cli.run_benchmark", _stop)
     monkeypatch.setattr("ane_vit.digits.train.train", _stop)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..coreml_log import quiet_native_library_warnings
+from ..coreml_log import import_coremltools, quiet_native_library_warnings
 from .model import RECORD_FILE, WEIGHTS_FILE, weights_path
 
 
@@ -132,6 +132,7 @@ def _evaluate(args, parser) -> int:
             check_limit(args.limit, len(load_data()[3]), "--limit")
         except ValueError as err:
             parser.error(str(err))
+    import_coremltools()  # a Ctrl-C during the import stops the run (see ane_vit.coreml_log)
     try:
         results = evaluate(weights=args.weights, work_dir=work_dir, limit=args.limit, compressed=not args.no_compressed,
                            log=print, overwrite=args.overwrite)

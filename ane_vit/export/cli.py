@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..attention import PEType
-from ..coreml_log import quiet_native_library_warnings
+from ..coreml_log import import_coremltools, quiet_native_library_warnings
 from ..moat import ATTENTION_MODES
 from . import save  # save.export_moat is looked up when main runs, so a test can patch it
 from .convert import DEFAULT_DEPLOYMENT_TARGET
@@ -196,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for job in jobs:
             print(job["path"])
         return 0
+    import_coremltools()  # a Ctrl-C during the import stops the run (see ane_vit.coreml_log)
     for i, job in enumerate(jobs, 1):
         job.pop("path")
         start, cpu_start = time.perf_counter(), time.process_time()
