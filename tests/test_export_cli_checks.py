@@ -19,8 +19,8 @@ from ane_vit.export import (
     DEPLOYMENT_TARGETS,
     deployment_target,
     enumerated_filename,
-    export_model,
     export_moat,
+    export_model,
     main,
     moat_filename,
 )

@@ -212,9 +212,8 @@ def evaluate(
     """
     from .. import __version__
     from .. import compress as compress_mod
-    from ..export.metadata import _dist_version, package_nbytes
-
     from ..export import save_program
+    from ..export.metadata import _dist_version, package_nbytes
 
     log = log or (lambda _: None)
     folder = check_work_dir(work_dir, compressed, overwrite) if work_dir is not None else None

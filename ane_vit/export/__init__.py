@@ -37,7 +37,13 @@ from __future__ import annotations
 from .cli import main
 from .convert import DEFAULT_DEPLOYMENT_TARGET, IMAGENET_MEAN, IMAGENET_STD, to_mlprogram
 from .metadata import config_to_dict, package_nbytes, read_metadata
-from .paths import DEPLOYMENT_TARGETS, default_filename, deployment_target, enumerated_filename, moat_filename
+from .paths import (
+    DEPLOYMENT_TARGETS,
+    default_filename,
+    deployment_target,
+    enumerated_filename,
+    moat_filename,
+)
 from .save import export_moat, export_model, resolve_target, save_program
 from .shapes import MAX_ENUMERATED_SHAPES
 

@@ -22,7 +22,6 @@ from torch import nn
 from .._checks import positive_ints
 from ..attention import PEType
 
-
 #: Deployment targets an ML Program can have (``coremltools.target`` names of specification
 #: version 6 and later), for ``python -m ane_vit.export --deployment-target``.
 DEPLOYMENT_TARGETS = (
