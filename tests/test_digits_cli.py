@@ -100,6 +100,7 @@ def test_evaluate_saves_every_program_through_the_atomic_save(tmp_path, fast_eva
     (old / "weights.bin").write_text("old")
     with pytest.raises(FileExistsError, match="digits_int8_per_channel.mlpackage"):
         evaluate(work_dir=tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [old.name]  # refused before any program was written
     assert (old / "weights.bin").read_text() == "old"
     results = evaluate(work_dir=tmp_path, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(program_files())  # no staging folder left
