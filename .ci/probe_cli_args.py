@@ -285,7 +285,8 @@ def probes(repo: Path) -> list[Probe]:
     add(Probe("digits-workdir-existing", "digits", "evaluate --work-dir DIR with a program already in DIR, no --overwrite",
               _planted_program, _m("ane_vit.digits", "evaluate", "--work-dir", "{d}", "--limit", "10", "--no-compressed",
                                    "--output", "{d}/digits.json"),
-              lambda r: _kept(r, r.folder / "digits_fp16_iOS16.mlpackage" / "KEEP.txt", "already exist", "--overwrite")))
+              lambda r: _kept(r, r.folder / "digits_fp16_iOS16.mlpackage" / "KEEP.txt", "already", "digits_fp16_iOS16.mlpackage",
+                              "--overwrite")))
     add(_seed_probe("seed-meta-last", "seed[last] = torch.empty(seed[last].shape, device='meta')",
                     "load_seed_state_dict with a meta tensor as the last key", ("meta",)))
     # ---- silent: the seed loader
