@@ -31,7 +31,7 @@ Ctrl-C: coremltools imports its optional dependencies inside bare ``try: ... exc
 blocks (``coremltools/_deps``), so a Ctrl-C during ``import coremltools`` (seconds on
 Linux) is swallowed and the command runs on and writes its files. Command lines that
 convert call ``import_coremltools`` before the work: it holds Ctrl-C back during the import
-and raises ``KeyboardInterrupt`` right after it.
+and delivers it right after it (``KeyboardInterrupt``).
 """
 
 from __future__ import annotations
@@ -106,9 +106,10 @@ def import_coremltools(name: str = "coremltools"):
     """Import ``name`` (coremltools) so that a Ctrl-C during the import stops the command.
 
     A SIGINT that arrives during the import is recorded instead of raised inside it (where a
-    bare ``except:`` of the library would swallow it) and raised as ``KeyboardInterrupt``
-    once the import has finished. Returns the module. Outside the main thread (no signal
-    handlers there) it is a plain import.
+    bare ``except:`` of the library would swallow it) and delivered again once the import has
+    finished, to the handler that was there before: Python's default raises
+    ``KeyboardInterrupt``; a process that ignores SIGINT goes on ignoring it. Returns the
+    module. Outside the main thread (no signal handlers there) it is a plain import.
     """
     if threading.current_thread() is not threading.main_thread():
         return importlib.import_module(name)
@@ -118,6 +119,6 @@ def import_coremltools(name: str = "coremltools"):
         module = importlib.import_module(name)
     finally:
         signal.signal(signal.SIGINT, previous)
-    if received:
-        raise KeyboardInterrupt
+        if received:
+            signal.raise_signal(signal.SIGINT)  # now, to the previous handler
     return module

@@ -129,11 +129,18 @@ def test_a_ctrl_c_during_the_import_is_raised_after_it_not_swallowed(tmp_path, m
         "    pass\n"
         "LOADED = True\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    with pytest.raises(KeyboardInterrupt):
-        import_coremltools("swallows_ctrl_c")
-    assert sys.modules["swallows_ctrl_c"].LOADED  # the import itself finished
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    monkeypatch.delitem(sys.modules, "swallows_ctrl_c")
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # an interactive run (xdist workers ignore SIGINT)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            import_coremltools("swallows_ctrl_c")
+        assert sys.modules.pop("swallows_ctrl_c").LOADED  # the import itself finished
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a process that ignores Ctrl-C goes on ignoring it
+        assert import_coremltools("swallows_ctrl_c").LOADED
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, outer)
+        sys.modules.pop("swallows_ctrl_c", None)
 
 
 def test_the_commands_that_convert_import_coremltools_interruptibly(tmp_path, monkeypatch):

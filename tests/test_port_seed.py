@@ -186,8 +186,13 @@ def test_ctrl_c_during_the_copy_is_held_back_until_every_tensor_is_copied(monkey
         return original(self, src, *args, **kwargs)
 
     monkeypatch.setattr(torch.Tensor, "copy_", copy_and_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        load_seed_state_dict(model, good)
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # an interactive run (xdist workers ignore SIGINT)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            load_seed_state_dict(model, good)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    finally:
+        signal.signal(signal.SIGINT, outer)
     monkeypatch.undo()
     assert len(calls) == len(good)  # the copy went on to the end, then the interrupt was raised
     for key, value in model.state_dict().items():
@@ -195,4 +200,3 @@ def test_ctrl_c_during_the_copy_is_held_back_until_every_tensor_is_copied(monkey
         if key.endswith("relative_position_bias_table"):
             expected = seed_rpe_table_to_ane(expected)
         assert torch.equal(value, expected.to(value.dtype)), key
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back

@@ -63,6 +63,8 @@ def _check_file(path: Path, flag: str, overwrite: bool, parser: argparse.Argumen
         _check_target(path, overwrite=True)
     except OSError as err:
         parser.error(f"{flag} {path}: {err.strerror}")
+    except ValueError as err:  # a file name longer than the file system takes
+        parser.error(f"{flag}: {err}")
 
 
 def _os_message(err: OSError) -> str:

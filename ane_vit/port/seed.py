@@ -135,8 +135,9 @@ def _interrupt_after() -> Iterator[None]:
     """Hold back Ctrl-C (SIGINT) until the block is done, then raise ``KeyboardInterrupt``.
 
     The copy into the model is all or nothing: an interrupt half-way would leave a model
-    with some tensors old and some new. Only the main thread can install signal handlers;
-    elsewhere the block runs as is.
+    with some tensors old and some new. The held-back signal goes to the handler that was
+    there before (Python's default raises ``KeyboardInterrupt``; an ignored SIGINT stays
+    ignored). Only the main thread can install signal handlers; elsewhere the block runs as is.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -147,8 +148,8 @@ def _interrupt_after() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-    if received:
-        raise KeyboardInterrupt
+        if received:
+            signal.raise_signal(signal.SIGINT)  # now, to the previous handler
 
 
 @torch.no_grad()
