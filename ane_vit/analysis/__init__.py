@@ -16,6 +16,8 @@ See ``notebooks/06_export_and_inspection.ipynb``.
 # The public face of the analysis family; the code lives in one module per concept:
 #   program  analyze, op_histogram, the report's data classes and the readiness rules
 #   plots    charts of one or several reports
+#   rules    check_rules: Apple's Neural Engine rules on the torch.export graph of a PyTorch model
+#            (graph_checks reads the graph; rules_survey runs it on every model the book ships)
 #   cli      the command line (python -m ane_vit.analysis, run by __main__.py)
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from .program import (
     ane_rules,
     op_histogram,
 )
+from .rules import APPLE_RULES, RULES, Rule, RuleFinding, RulesReport, check_rules
 
 __all__ = [
     "LAYOUT_OPS",
@@ -47,6 +50,12 @@ __all__ = [
     "analyze",
     "op_histogram",
     "main",
+    "APPLE_RULES",
+    "RULES",
+    "Rule",
+    "RuleFinding",
+    "RulesReport",
+    "check_rules",
 ]
 
 # Bound here, not only imported: the API page reads these ``#:`` comments from this file.
