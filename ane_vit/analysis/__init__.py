@@ -33,7 +33,8 @@ from .program import (
     ane_rules,
     op_histogram,
 )
-from .rules import APPLE_RULES, RULES, Rule, RuleFinding, RulesReport, check_rules
+from . import rules as _rules
+from .rules import Rule, RuleFinding, RulesReport, check_rules
 
 __all__ = [
     "LAYOUT_OPS",
@@ -69,3 +70,7 @@ MAX_AXIS: int = _program.MAX_AXIS
 LARGE_TENSOR_BYTES: int = _program.LARGE_TENSOR_BYTES
 #: A large tensor is misaligned when padding is more than this share of its padded buffer.
 MAX_PADDING_FRACTION: float = _program.MAX_PADDING_FRACTION
+#: Apple's Neural Engine rules that ``check_rules`` reads from a ``torch.export`` graph, by id.
+RULES: dict[str, Rule] = _rules.RULES
+#: Where those rules come from: Apple's coreai-models repository, at the commit read.
+APPLE_RULES: str = _rules.APPLE_RULES
