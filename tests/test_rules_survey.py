@@ -14,6 +14,7 @@ from ane_vit.analysis.rules_survey import (
     original_rows,
     rules_findings_path,
     rules_table,
+    rules_totals_table,
     survey_models,
     write_rules_survey,
 )
@@ -89,3 +90,18 @@ def test_writer_keeps_the_recorded_original(tmp_path):
 def test_original_needs_a_checkout_of_its_commit(tmp_path):
     with pytest.raises(ValueError, match=f"expected a git checkout of .* at {ORIGINAL_COMMIT} in .*, got no git checkout"):
         original_rows(tmp_path)
+
+
+def test_rules_totals_table(data):
+    lines = rules_totals_table(data).splitlines()
+    assert lines[0] == "| configuration | reference | original | ours |"
+    rows = {r["name"]: r["findings_total"] for r in data["results"]}
+    seed = next(line for line in lines if line.startswith("| tiny-moat-0 256 global SINGLE_HEAD_RPE |"))
+    assert seed == (f"| tiny-moat-0 256 global SINGLE_HEAD_RPE | {rows['reference tiny-moat-0 256 global SINGLE_HEAD_RPE']:,} | "
+                    f"{rows['original tiny-moat-0 256 global SINGLE_HEAD_RPE']:,} | {rows['ours tiny-moat-0 256 global SINGLE_HEAD_RPE']:,} |")
+    deit = next(line for line in lines if line.startswith("| deit-tiny 224 |"))
+    assert deit.split(" | ")[2] == ""  # no original DeiT
+    layout = rules_totals_table(data, ["layout_moves_last_axis"])
+    assert f"| {data['results'][0]['by_rule']['layout_moves_last_axis']['findings']:,} |" in layout.splitlines()[2]
+    with pytest.raises(KeyError, match="unknown rule 'nope'"):
+        rules_totals_table(data, ["nope"])

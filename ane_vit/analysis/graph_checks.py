@@ -278,10 +278,11 @@ def _floats(g: _Graph, out: _Findings, facts: dict) -> None:
                     "the Neural Engine's softmax mishandles -inf): use a large finite value such as -1e4 (Apple: -40000)", count=len(bad))
         if not runtime:
             continue
-        if literals and _op_name(n) in _ARITHMETIC:
-            vals = ", ".join(f"{v:g}" for _, v in literals)
+        finite = [v for _, v in literals if v not in bad]  # an infinite one is infinite_mask_value's finding
+        if finite and _op_name(n) in _ARITHMETIC:
+            vals = ", ".join(f"{v:g}" for v in finite)
             out.add("float_literal", n, f"{_op_name(n)} with the Python float {vals}: make it a tensor of the model's dtype "
-                    "(a buffer, or fold it into a weight)", count=len(literals))
+                    "(a buffer, or fold it into a weight)", count=len(finite))
         if half:
             for t in _tensors(n):
                 if t.dtype in wide:

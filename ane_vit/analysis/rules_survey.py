@@ -48,6 +48,7 @@ __all__ = [
     "write_rules_survey",
     "load_rules_findings",
     "rules_table",
+    "rules_totals_table",
 ]
 
 #: File name of the survey, in the repository's ``results/`` folder.
@@ -454,4 +455,26 @@ def rules_table(data: dict, names: Sequence[str], labels: Sequence[str] | None =
         cells = [fmt.format(v / scale) if v else "-" for v in vals]
         lines.append(f"| `{rid}` | {data['rules'][rid]['severity']} | " + " | ".join(cells) + " |")
     lines.append("| **total** | | " + " | ".join(f"**{fmt.format(t / scale)}**" for t in totals) + " |")
+    return "\n".join(lines)
+
+
+def rules_totals_table(data: dict, rules: Sequence[str] | None = None) -> str:
+    """A markdown table: one line per configuration, one column per group (reference,
+    original, ours), each cell the findings (of ``rules``, default all), blank where a group
+    has no such model.
+
+    Raises:
+        KeyError: naming an unknown rule id and the known ones.
+    """
+    rules = list(rules) if rules is not None else list(data["rules"])
+    for rid in rules:
+        if rid not in data["rules"]:
+            raise KeyError(f"unknown rule {rid!r}; the rules are {list(data['rules'])}")
+    configs: dict[str, dict[str, int]] = {}
+    for row in data["results"]:
+        configs.setdefault(row["config"], {})[row["group"]] = sum(row["by_rule"][rid]["findings"] for rid in rules)
+    groups = ("reference", "original", "ours")
+    lines = ["| configuration | " + " | ".join(groups) + " |", "|---|" + "---:|" * len(groups)]
+    for config, cells in configs.items():
+        lines.append(f"| {config} | " + " | ".join(f"{cells[g]:,}" if g in cells else "" for g in groups) + " |")
     return "\n".join(lines)
