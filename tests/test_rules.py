@@ -149,6 +149,9 @@ def test_layout_rule_counts_moving_and_keeping_ops():
     assert "permutation [0, 3, 2, 1]" in f.message
     keep = _report(*CASES["layout_moves_last_axis"][2:])
     assert (keep.facts["layout_ops"], keep.facts["layout_ops_moving_last_axis"]) == (2, 0)
+    swaps = _report(Fn(lambda s, x: (x.transpose(-1, -2), x.transpose(1, 2), x.movedim(1, 2), x.movedim(3, 1))), X)
+    moved = [f.message.split("(permutation ")[1].split(")")[0] for f in swaps.of("layout_moves_last_axis")]
+    assert moved == ["[0, 1, 3, 2]", "[0, 3, 1, 2]"] and swaps.facts["layout_ops"] == 4  # two keep the last axis
     (cut,) = _report(Fn(lambda s, x: x.reshape(1, C, 2, S // 2).relu()), X).of("layout_moves_last_axis")
     assert cut.op == "reshape" and "(1, 64, 1, 64) -> (1, 64, 2, 32) (last axis 64 -> 32)" in cut.message
 

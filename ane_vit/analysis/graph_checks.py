@@ -241,24 +241,13 @@ def _layout(g: _Graph, out: _Findings, facts: dict) -> None:
 
 _ARITHMETIC = {"add", "sub", "rsub", "mul", "div", "true_divide", "pow", "where", "masked_fill", "maximum",
                "minimum", "fmod", "remainder", "addcmul", "addcdiv", "lerp", "floor_divide"}
-_VALUE_TYPES = ("Tensor", "Scalar", "Optional[Scalar]", "number", "Scalar?")
 
 
-def _float_args(node: torch.fx.Node, only_values: bool) -> list[tuple[str, float]]:
-    """Python float arguments of a node: (argument name, value). With ``only_values``, only
-    those the schema types as a tensor or a scalar operand (not ``eps``, ``momentum``, ...)."""
-    schema = getattr(node.target, "_schema", None)
+def _float_args(node: torch.fx.Node) -> list[float]:
+    """The Python floats among a node's arguments (positional and keyword, in lists too)."""
     found = []
-    params = list(schema.arguments) if schema is not None else []
-    values = [(params[i] if i < len(params) else None, a) for i, a in enumerate(node.args)]
-    by_name = {p.name: p for p in params}
-    values += [(by_name.get(k), v) for k, v in node.kwargs.items()]
-    for param, v in values:
-        for item in v if isinstance(v, (list, tuple)) else [v]:
-            if isinstance(item, float):
-                if only_values and param is not None and str(param.type) not in _VALUE_TYPES:
-                    continue
-                found.append((param.name if param is not None else "?", item))
+    for v in [*node.args, *node.kwargs.values()]:
+        found += [item for item in (v if isinstance(v, (list, tuple)) else [v]) if isinstance(item, float)]
     return found
 
 
@@ -269,8 +258,8 @@ def _floats(g: _Graph, out: _Findings, facts: dict) -> None:
     flagged_consts: set[str] = set()
     for n in g.calls(runtime_only=False):
         runtime = n.name in g.runtime
-        literals = _float_args(n, only_values=True)
-        bad = [v for _, v in literals if math.isinf(v) or (half and abs(v) > FLOAT16_MAX)]
+        literals = _float_args(n)  # operands of arithmetic; for other ops, parameters (eps, momentum, fill values)
+        bad = [v for v in literals if math.isinf(v) or (half and abs(v) > FLOAT16_MAX)]
         if bad and (runtime or any(u.name in g.runtime for u in n.users)):
             v = bad[0]
             what = "-inf" if v == -math.inf else "inf" if v == math.inf else f"{v:g}, beyond float16's +-{FLOAT16_MAX:g},"
@@ -278,7 +267,7 @@ def _floats(g: _Graph, out: _Findings, facts: dict) -> None:
                     "the Neural Engine's softmax mishandles -inf): use a large finite value such as -1e4 (Apple: -40000)", count=len(bad))
         if not runtime:
             continue
-        finite = [v for _, v in literals if v not in bad]  # an infinite one is infinite_mask_value's finding
+        finite = [v for v in literals if v not in bad]  # an infinite one is infinite_mask_value's finding
         if finite and _op_name(n) in _ARITHMETIC:
             vals = ", ".join(f"{v:g}" for v in finite)
             out.add("float_literal", n, f"{_op_name(n)} with the Python float {vals}: make it a tensor of the model's dtype "
