@@ -11,6 +11,10 @@ the Neural Engine's documented (or, where marked, inferred) constraints, not how
 
 Command line: ``python -m ane_vit.analysis model.mlpackage [--json] [--top N]``.
 See ``notebooks/06_export_and_inspection.ipynb``.
+
+Before conversion, ``check_rules(model, example_inputs)`` reads Apple's Neural Engine rules
+off the ``torch.export`` graph of any PyTorch model (``python -m ane_vit.analysis --rules
+--arch NAME``); see ``notebooks/11_neural_engine_rules.ipynb``.
 """
 
 # The public face of the analysis family; the code lives in one module per concept:
@@ -72,5 +76,5 @@ LARGE_TENSOR_BYTES: int = _program.LARGE_TENSOR_BYTES
 MAX_PADDING_FRACTION: float = _program.MAX_PADDING_FRACTION
 #: Apple's Neural Engine rules that ``check_rules`` reads from a ``torch.export`` graph, by id.
 RULES: dict[str, Rule] = _rules.RULES
-#: Where those rules come from: Apple's coreai-models repository, at the commit read.
+#: Where those rules come from (Apple's coreai-models repository, at the commit read).
 APPLE_RULES: str = _rules.APPLE_RULES

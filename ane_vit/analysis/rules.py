@@ -273,6 +273,15 @@ def check_rules(
         RuntimeError: ``torch.export`` failed (its error is chained and quoted).
 
     Shapes: ``example_inputs``: any static shapes the model accepts, e.g. ``x: (1, 3, H, W)``.
+
+    Example, on a module of your own::
+
+        from ane_vit.analysis import check_rules
+
+        report = check_rules(my_model, torch.rand(1, 3, 224, 224))
+        print(report.table())                    # per rule: where, an example, what to change
+        for f in report.of("layout_moves_last_axis"):
+            print(f.module, f.op, f.bytes)       # module path, ATen op, padded bytes
     """
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {list(_DTYPES)}, got {dtype!r}")
