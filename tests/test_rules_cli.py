@@ -6,6 +6,8 @@ import json
 import pytest
 
 from ane_vit.analysis import RULES, main
+from ane_vit.deit import DEIT_CONFIGS
+from ane_vit.moat import ARCHITECTURES
 from ane_vit.analysis.rules_survey import load_rules_findings
 
 
@@ -48,3 +50,18 @@ def test_survey_refuses_to_replace_without_overwrite(capsys, tmp_path):
     path = tmp_path / "rules.json"
     path.write_text("{}")
     assert f"{path} exists; pass overwrite=True (--overwrite) to replace it" in _fails(capsys, ["--rules", "--survey", str(path)])
+
+
+_REGISTRY = [*ARCHITECTURES, *DEIT_CONFIGS]
+
+
+@pytest.mark.export_sweep
+@pytest.mark.parametrize("reference", [False, True], ids=["ane", "reference"])
+@pytest.mark.parametrize("arch", _REGISTRY)
+def test_rules_on_every_registry_model(arch, reference, capsys):
+    """Opt-in (--run-export-sweep): every registry model through --rules; ours has no error."""
+    argv = ["--rules", "--arch", arch, "--json"] + (["--reference"] if reference else [])
+    assert main(argv) == 0
+    data = json.loads(capsys.readouterr().out)
+    errors = sorted({f["rule"] for f in data["findings"] if f["severity"] == "error"})
+    assert data["findings"] and (reference or errors == []), errors

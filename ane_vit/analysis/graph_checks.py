@@ -146,10 +146,10 @@ class _Findings:
         self.items: list[RuleFinding] = []
 
     def add(self, rule: str, node: torch.fx.Node, message: str, count: int = 1,
-            tensors: Sequence[torch.Tensor] | None = None, severity: str | None = None) -> None:
+            tensors: Sequence[torch.Tensor] | None = None) -> None:
         padded, dense = _nbytes(_tensors(node) if tensors is None else tensors)
         module, module_type = self.graph.module_of(node)
-        self.items.append(RuleFinding(rule, severity or RULES[rule].severity, module, module_type, node.name,
+        self.items.append(RuleFinding(rule, RULES[rule].severity, module, module_type, node.name,
                                       _op_name(node), message, count, padded, dense))
 
 
@@ -262,9 +262,9 @@ def _floats(g: _Graph, out: _Findings, facts: dict) -> None:
         bad = [v for v in literals if math.isinf(v) or (half and abs(v) > FLOAT16_MAX)]
         if bad and (runtime or any(u.name in g.runtime for u in n.users)):
             v = bad[0]
-            what = "-inf" if v == -math.inf else "inf" if v == math.inf else f"{v:g}, beyond float16's +-{FLOAT16_MAX:g},"
-            out.add("infinite_mask_value", n, f"{_op_name(n)} uses {what} ({'becomes inf in float16; ' if not math.isinf(v) else ''}"
-                    "the Neural Engine's softmax mishandles -inf): use a large finite value such as -1e4 (Apple: -40000)", count=len(bad))
+            what = f"{v:g}" if math.isinf(v) else f"{v:g}, beyond float16's +-{FLOAT16_MAX:g} (it becomes {'-' if v < 0 else ''}inf in float16)"
+            out.add("infinite_mask_value", n, f"{_op_name(n)} uses {what}; the Neural Engine does not handle inf in a softmax "
+                    "(Apple): use a large finite value such as -1e4 (Apple uses -40000)", count=len(bad))
         if not runtime:
             continue
         finite = [v for v in literals if v not in bad]  # an infinite one is infinite_mask_value's finding
@@ -323,6 +323,8 @@ def _norms(g: _Graph, out: _Findings, facts: dict) -> None:
             continue
         x = _tensors(reduction.all_input_nodes[0])[0]
         rank = x.dim()
+        if rank == 0:
+            continue
         dims = _reduction_dims(reduction, rank)
         if dims == tuple(range(rank - len(dims), rank)):  # the trailing axes: what F.layer_norm / F.rms_norm take
             out.add("decomposed_norm", n, f"a norm written out over the last axes {list(dims)} of {_fmt(x.shape)}: use "
