@@ -138,6 +138,10 @@ class WindowAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = qk_scale if qk_scale is not None else self.head_dim**-0.5
+        # The scale as a tensor, not a Python float: a float literal in the graph is a float32
+        # scalar, which Apple's Neural Engine rules flag (ane_vit.analysis.check_rules). A
+        # buffer follows the module's dtype (.half() makes it float16); not in the state dict.
+        self.register_buffer("q_scale", torch.tensor(float(self.scale)), persistent=False)
         self.split_head = split_head
         self.pe_type = _parse_pe_type(pe_type)
         n = wh * ww
@@ -243,7 +247,7 @@ class WindowAttention(nn.Module):
         if self.pe_type == PEType.LePE_ADD:
             # a new tensor: the caller's input is left untouched
             x = x + self.abs_pe.permute(0, 2, 1).unsqueeze(2)  # (1, N, C) -> (1, C, 1, N), folded at conversion
-        q = self.q_proj(x) * self.scale  # (B, C, nW, N); scaling q, not the N x N scores, keeps fp16 scores small
+        q = self.q_proj(x) * self.q_scale  # (B, C, nW, N); scaling q, not the N x N scores, keeps fp16 scores small
         k = self.k_proj(x)  # (B, C, nW, N)
         v = self.v_proj(x)  # (B, C, nW, N)
         bias = self.position_bias()  # (h, N_k, 1, N_q) or None

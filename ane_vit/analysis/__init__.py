@@ -11,11 +11,17 @@ the Neural Engine's documented (or, where marked, inferred) constraints, not how
 
 Command line: ``python -m ane_vit.analysis model.mlpackage [--json] [--top N]``.
 See ``notebooks/06_export_and_inspection.ipynb``.
+
+Before conversion, ``check_rules(model, example_inputs)`` reads Apple's Neural Engine rules
+off the ``torch.export`` graph of any PyTorch model (``python -m ane_vit.analysis --rules
+--arch NAME``); see ``notebooks/11_neural_engine_rules.ipynb``.
 """
 
 # The public face of the analysis family; the code lives in one module per concept:
 #   program  analyze, op_histogram, the report's data classes and the readiness rules
 #   plots    charts of one or several reports
+#   rules    check_rules: Apple's Neural Engine rules on the torch.export graph of a PyTorch model
+#            (graph_checks reads the graph; rules_survey runs it on every model the book ships)
 #   cli      the command line (python -m ane_vit.analysis, run by __main__.py)
 from __future__ import annotations
 
@@ -31,6 +37,8 @@ from .program import (
     ane_rules,
     op_histogram,
 )
+from . import rules as _rules
+from .rules import Rule, RuleFinding, RulesReport, check_rules
 
 __all__ = [
     "LAYOUT_OPS",
@@ -47,6 +55,12 @@ __all__ = [
     "analyze",
     "op_histogram",
     "main",
+    "APPLE_RULES",
+    "RULES",
+    "Rule",
+    "RuleFinding",
+    "RulesReport",
+    "check_rules",
 ]
 
 # Bound here, not only imported: the API page reads these ``#:`` comments from this file.
@@ -60,3 +74,7 @@ MAX_AXIS: int = _program.MAX_AXIS
 LARGE_TENSOR_BYTES: int = _program.LARGE_TENSOR_BYTES
 #: A large tensor is misaligned when padding is more than this share of its padded buffer.
 MAX_PADDING_FRACTION: float = _program.MAX_PADDING_FRACTION
+#: Apple's Neural Engine rules that ``check_rules`` reads from a ``torch.export`` graph, by id.
+RULES: dict[str, Rule] = _rules.RULES
+#: Where those rules come from (Apple's coreai-models repository, at the commit read).
+APPLE_RULES: str = _rules.APPLE_RULES
