@@ -77,6 +77,10 @@ class LayerNormANE(nn.Module):
             raise ValueError(f"eps must be > 0, got {eps!r}")
         self.num_channels = num_channels
         self.eps = float(eps)
+        # eps as a buffer, not a Python float: a float literal is a float32 scalar in the
+        # exported graph (Apple's Neural Engine rules; chapter 11), a buffer follows .half().
+        # Not persistent: state dicts stay those of nn.LayerNorm.
+        self.register_buffer("eps_value", torch.tensor(self.eps), persistent=False)
         self.elementwise_affine = bool(elementwise_affine)
         if self.elementwise_affine:
             self.weight = nn.Parameter(torch.ones(num_channels))
@@ -115,6 +119,8 @@ class LayerNormANE(nn.Module):
 
     def _apply(self, fn, *args, **kwargs):
         out = super()._apply(fn, *args, **kwargs)
+        with torch.no_grad():  # .double() after float32: eps from its Python value, not re-rounded
+            self.eps_value.fill_(self.eps)
         self.refresh_fold()  # .half() can turn a tiny weight into 0
         return out
 
@@ -152,7 +158,7 @@ class LayerNormANE(nn.Module):
         # the one-pass form cancels catastrophically in float16, the ANE's precision.
         centred = x - x.mean(dim=1, keepdim=True)  # (B, C, *)
         var = (centred * centred).mean(dim=1, keepdim=True)  # (B, 1, *)
-        out = centred * torch.rsqrt(var + self.eps)  # (B, C, *)
+        out = centred * torch.rsqrt(var + self.eps_value)  # (B, C, *)
         if self.weight is None:
             return out
         affine_shape = (1, self.num_channels) + (1,) * (x.dim() - 2)
