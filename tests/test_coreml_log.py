@@ -100,6 +100,7 @@ def test_progress_bars_are_hidden_unless_asked_for(quiet):
     ("ane_vit.export.cli", ["--help"]),
     ("ane_vit.digits.cli", ["--help"]),
     ("ane_vit.analysis.cli", ["--top", "-1", "no-such.mlpackage"]),
+    ("ane_vit.analysis.cli", ["--rules"]),  # the rules path converts too (its survey)
     ("ane_vit.bench.cli", ["--help"]),
     pytest.param("ane_vit.compress.cli", ["--help"], marks=pytest.mark.xfail(
         strict=True, raises=AttributeError,

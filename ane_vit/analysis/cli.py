@@ -26,11 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=10, metavar="N", help="largest op outputs to list (default 10)")
     _add_rules_arguments(parser)
     args = parser.parse_args(argv)
+    quiet_native_library_warnings()  # before coremltools is imported: see ane_vit.coreml_log
     if args.rules or args.survey:
         return _rules_main(args, parser)
     if args.model is None:
         parser.error("expected a saved .mlpackage to analyse (or --rules --arch NAME to check a PyTorch model)")
-    quiet_native_library_warnings()  # before coremltools is imported: see ane_vit.coreml_log
     if args.top < 0:
         parser.error(f"--top must be >= 0, got {args.top}")
     try:
