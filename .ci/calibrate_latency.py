@@ -1,0 +1,145 @@
+"""Calibration data of the latency estimate (appendix A2): program features of the published models.
+
+Not part of the default install or the tests: it needs timm (which needs torchvision) in a venv
+of its own, because the registry's torchvision does not load beside the book's torch 2.13.0+cpu:
+
+    python3 -m venv /work/venv-timm
+    /work/venv-timm/bin/pip install torch==2.14.1 torchvision==0.29.1
+    /work/venv-timm/bin/pip install timm coremltools==9.0 numpy==2.3.5 scikit-learn matplotlib
+    /work/venv-timm/bin/pip install -e . --no-deps
+    nice -n 10 /work/venv-timm/bin/python .ci/calibrate_latency.py            # ~40 models, 10-50 s each
+
+For every row of results/published_latency.csv whose ``use`` is ``calibration`` or ``out_of_chip``
+it builds the model with timm (``pretrained=False``), gives it random trained-looking weights
+(``ane_vit.testing.randomize_``), reparameterises it (``timm.utils.reparameterize_model``: MobileOne,
+FastViT and RepViT have training-time branches that inference folds away), converts it as our
+exports are converted (``ane_vit.export.to_mlprogram``: float16 ML Program, iOS16, fixed shape
+1x3xSxS, eval) and records ``ane_vit.latency.op_groups`` (per-op FLOPs and padded bytes) and the
+``ane_vit.analysis`` summary. Each (model, size) is converted once; results are cached in
+--cache so an interrupted run resumes. Output: results/latency_calibration.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def build(timm_name: str, size: int):
+    import timm
+    import torch
+    from timm.utils import reparameterize_model
+
+    from ane_vit.testing import randomize_
+
+    model = timm.create_model(timm_name, pretrained=False)
+    randomize_(model, seed=0)
+    model.eval()
+    model = reparameterize_model(model)
+    params = sum(p.numel() for p in model.parameters())
+    return model.eval(), params, torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+
+def convert_one(timm_name: str, size: int) -> dict:
+    from ane_vit.analysis import analyze
+    from ane_vit.export import to_mlprogram
+    from ane_vit.latency import op_groups, summary_features
+
+    model, params, x = build(timm_name, size)
+    mlmodel = to_mlprogram(model, x)
+    report = analyze(mlmodel)
+    groups = op_groups(mlmodel)
+    summary = report.summary()
+    check = summary_features(groups)
+    if int(check["flops"]) != summary["flops"] or int(check["ops"]) != summary["ops"]:
+        raise RuntimeError(f"{timm_name}: op groups disagree with the analysis ({check} vs {summary})")
+    return {
+        "timm_name": timm_name,
+        "input_shape": [1, 3, size, size],
+        "parameters": params,
+        "summary": {k: summary[k] for k in ("ops", "flops", "weight_bytes", "activation_bytes_padded",
+                                             "activation_bytes_dense", "layout_ops", "layout_bytes_padded", "max_rank")},
+        "findings_by_rule": summary["findings_by_rule"],
+        "histogram": dict(report.histogram().most_common()),
+        "op_groups": groups,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--table", default=str(ROOT / "results/published_latency.csv"))
+    p.add_argument("--output", default=str(ROOT / "results/latency_calibration.json"))
+    p.add_argument("--cache", default="/tmp/latency_calibration_cache")
+    p.add_argument("--only", nargs="*", help="timm names to convert (default: every usable row)")
+    args = p.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    from ane_vit._versions import dist_version
+
+    rows = [r for r in csv.DictReader(open(args.table, encoding="utf-8")) if r["use"] in ("calibration", "out_of_chip")]
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    programs: dict[str, dict] = {}
+    for r in rows:
+        key = f"{r['timm_name']}@{r['input_size']}"
+        if key in programs or (args.only and r["timm_name"] not in args.only):
+            continue
+        path = cache / f"{key}.json"
+        if path.exists():
+            programs[key] = json.loads(path.read_text())
+            continue
+        t0 = time.perf_counter()
+        programs[key] = convert_one(r["timm_name"], int(r["input_size"]))
+        path.write_text(json.dumps(programs[key]))
+        s = programs[key]["summary"]
+        print(f"{key}: {s['ops']} ops, {s['flops'] / 1e9:.2f} GFLOP, converted in {time.perf_counter() - t0:.0f} s", flush=True)
+    if args.only:
+        return 0
+    out_rows = []
+    for r in rows:
+        out_rows.append({
+            "model": r["model"], "timm_name": r["timm_name"], "family": r["family"], "input_size": int(r["input_size"]),
+            "device": r["device"], "chip": r["chip"], "os_tool": r["os_tool"], "source_group": r["source_group"],
+            "published_ms": float(r["published_ms"]), "use": r["use"], "source": r["source"],
+            "certainty": r["certainty"], "check": r["check"], "correction": r["correction"],
+            "program": f"{r['timm_name']}@{r['input_size']}",
+        })
+    doc = {
+        "provenance": {
+            "what": "Program features of published models, built with timm and converted here; the latency of each row is "
+                    "PUBLISHED (source, device and check per row), never measured here. Kind of the program numbers: program_fact.",
+            "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": "nice -n 10 /work/venv-timm/bin/python .ci/calibrate_latency.py",
+            "machine": {"system": platform.system(), "machine": platform.machine()},
+            "versions": {k: dist_version(k) for k in ("torch", "torchvision", "timm", "coremltools", "numpy")}
+                        | {"python": platform.python_version(), "ane_vit": dist_version("ane-vit")},
+            "model": "timm.create_model(name, pretrained=False); ane_vit.testing.randomize_(seed=0); eval(); "
+                     "timm.utils.reparameterize_model",
+            "conversion": {"function": "ane_vit.export.to_mlprogram", "convert_to": "mlprogram", "compute_precision": "float16",
+                           "minimum_deployment_target": "iOS16", "input": "TensorType (1, 3, S, S), torch.rand seed 0", "mode": "eval"},
+            "features": "ane_vit.latency.op_groups: per non-const op its FLOPs (2 x MACs of conv/linear/matmul/einsum), "
+                        "non-constant input and output bytes with the last axis padded to 64 B, weight bytes; identical ops merged",
+            "table": "results/published_latency.csv",
+        },
+        "rows": out_rows,
+        "programs": programs,
+    }
+    Path(args.output).write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"wrote {args.output}: {len(out_rows)} rows, {len(programs)} programs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
