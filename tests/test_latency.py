@@ -38,14 +38,14 @@ from ane_vit.latency.report import (  # noqa: E402
 # --------------------------------------------------------------------------- features by hand
 
 
-def _mil_program():
-    """conv 3->8 (3x3, pad 1) on (1, 3, 8, 40) fp16, relu, transpose: every number countable by hand."""
+def _mil_program(dtype: str = "fp16"):
+    """conv 3->8 (3x3, pad 1) on (1, 3, 8, 40), relu, transpose: every number countable by hand."""
     from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.mil import types
 
-    w = np.full((8, 3, 3, 3), 0.1, np.float16)
+    w = np.full((8, 3, 3, 3), 0.1, np.float16 if dtype == "fp16" else np.float32)
 
-    @mb.program(input_specs=[mb.TensorSpec(shape=(1, 3, 8, 40), dtype=ct.converters.mil.mil.types.fp16)],
-                opset_version=ct.target.iOS16)
+    @mb.program(input_specs=[mb.TensorSpec(shape=(1, 3, 8, 40), dtype=getattr(types, dtype))], opset_version=ct.target.iOS16)
     def prog(x):
         y = mb.conv(x=x, weight=w, pad_type="same")  # (1, 8, 8, 40)
         y = mb.relu(x=y)  # (1, 8, 8, 40)
@@ -232,17 +232,15 @@ class _Tiny(torch.nn.Module):
 
 
 @pytest.fixture(scope="module")
-def tiny_programs():
+def tiny_program():
     from ane_vit.export import to_mlprogram
 
     torch.manual_seed(0)
-    model = _Tiny().eval()
-    x = torch.rand(1, 3, 32, 32)
-    return to_mlprogram(model, x), to_mlprogram(model, x, compute_precision="float32")
+    return to_mlprogram(_Tiny().eval(), torch.rand(1, 3, 32, 32))
 
 
-def test_estimate_of_a_converted_model_in_memory_and_saved(tiny_programs, tmp_path):
-    fp16, _ = tiny_programs
+def test_estimate_of_a_converted_model_in_memory_and_saved(tiny_program, tmp_path):
+    fp16 = tiny_program
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a clean fp16 program raises no readiness warning
         e = estimate(fp16)
@@ -256,9 +254,8 @@ def test_estimate_of_a_converted_model_in_memory_and_saved(tiny_programs, tmp_pa
     assert e.estimate_ms > m.overheads_ms[m.reference_source]
 
 
-def test_float32_program_is_flagged(tiny_programs):
-    _, fp32 = tiny_programs
+def test_float32_program_is_flagged():
     with pytest.warns(UserWarning, match="parts of this program may not run on the Neural Engine .*float32_compute"):
-        e = estimate(fp32)
+        e = estimate(_mil_program("fp32"))
     assert any(f.startswith("float32_compute x") for f in e.flags)
     assert "parts may not run on the Neural Engine" in str(e)
