@@ -104,11 +104,12 @@ ORIGINAL_CONFIGS = [
 
 def _program_record(mlmodel, params: int, shape) -> dict:
     from ane_vit.analysis import analyze
-    from ane_vit.latency import op_groups
+    from ane_vit.latency import op_groups, readiness_flags
 
     report = analyze(mlmodel)
     summary = report.summary()
     return {
+        "flags": readiness_flags(report),
         "input_shape": list(shape), "parameters": params,
         "summary": {k: summary[k] for k in ("ops", "flops", "weight_bytes", "activation_bytes_padded",
                                              "activation_bytes_dense", "layout_ops", "layout_bytes_padded", "max_rank")},
@@ -129,7 +130,9 @@ def convert_original(checkout: str) -> dict:
     from ane_vit.testing import randomize_
 
     sys.path.insert(0, checkout)
-    from vision_transformers.attention_utils import PEType as OrigPE  # the original's code, from the checkout
+    from vision_transformers.attention_utils import (
+        PEType as OrigPE,  # the original's code, from the checkout
+    )
     from vision_transformers.model import _build_model
 
     out = {}

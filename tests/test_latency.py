@@ -203,6 +203,13 @@ def test_bad_model_dict():
         LatencyModel.from_dict({k: v for k, v in calibrated_model().to_dict().items() if k != "halfwidth"})
 
 
+def test_missing_program(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"expected a saved Core ML ML Program \(.mlpackage directory\), but .*none.mlpackage' does not exist"):
+        estimate(tmp_path / "none.mlpackage")
+    with pytest.raises(TypeError, match="expected a coremltools MLModel, a path to an .mlpackage or a MIL Program, got int"):
+        estimate(42)
+
+
 def test_missing_results_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="expected the results file .*nothing.json'; it does not exist"):
         load_calibration(tmp_path / "nothing.json")

@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--external", help="programs converted outside (default results/latency_external_programs.json, if present)")
     a.add_argument("--output", help="estimates file (default results/latency_estimates.json)")
     a.add_argument("--overwrite", action="store_true", help="replace the committed estimates (refused without it)")
+    a.add_argument("--programs-cache", metavar="JSON",
+                   help="reuse the converted programs' features from this file if it exists, else write them there "
+                   "(re-estimating after a refit then needs no conversion)")
     return p
 
 
@@ -122,10 +125,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     _refuse_existing(parser, out, args.overwrite)
     ext_path = Path(args.external) if args.external else rep.results_path(rep.EXTERNAL_FILE)
     external = rep.load_json(ext_path) if (args.external or ext_path.exists()) else None
-    import torch
+    cache = Path(args.programs_cache) if args.programs_cache else None
+    if cache is not None and cache.exists():
+        ours = rep.load_json(cache)["programs"]
+    else:
+        import torch
 
-    torch.set_num_threads(1)
-    ours = _our_programs()
+        torch.set_num_threads(1)
+        ours = _our_programs()
+        if cache is not None:
+            cache.write_text(json.dumps({"programs": ours}) + "\n", encoding="utf-8")
     doc = rep.apply_estimates(calibrated_model("A14"), ours, external)
     out.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {out}: {len(doc['rows'])} estimates")

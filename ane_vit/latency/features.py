@@ -59,7 +59,15 @@ def op_groups(program: ModelLike, function: str | None = None) -> list[dict[str,
     Shapes: any static shapes (a symbolic axis counts 0 bytes).
     """
     # the analysis family's own readers (one walk, the same bytes and FLOPs as its report)
-    from ..analysis.program import _flops, _input_vars, _is_const, _load_program, _main_function, _tensor_info, _walk
+    from ..analysis.program import (
+        _flops,
+        _input_vars,
+        _is_const,
+        _load_program,
+        _main_function,
+        _tensor_info,
+        _walk,
+    )
 
     prog, _, _ = _load_program(program)
     func = _main_function(prog, function)

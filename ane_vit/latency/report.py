@@ -198,10 +198,9 @@ def apply_estimates(model: LatencyModel, ours: Sequence[Mapping[str, Any]],
     """Estimates of programs given as ``{"name", "implementation", "op_groups", "flags", ...}`` rows.
 
     ``ours`` are this project's programs (converted by the caller); ``external`` a parsed
-    ``results/latency_external_programs.json``. Every estimate has ``kind == "estimate"``.
+    ``results/latency_external_programs.json``. ``flags`` are ``readiness_flags`` of each program. Every estimate has ``kind == "estimate"``.
     """
     from .estimate import estimate_groups
-    from .features import readiness_flags  # noqa: F401  (the flags of ours come with the rows)
 
     rows = []
     for r in ours:
@@ -212,9 +211,7 @@ def apply_estimates(model: LatencyModel, ours: Sequence[Mapping[str, Any]],
             if "op_groups" not in r:
                 rows.append({"name": name, "implementation": r.get("implementation"), "error": r.get("error")})
                 continue
-            flags = tuple(f"{rule} x{n}" for rule, n in sorted(r.get("findings_by_rule", {}).items())
-                          if rule not in ("misaligned_last_axis",))
-            e = estimate_groups(r["op_groups"], model, flags)
+            e = estimate_groups(r["op_groups"], model, tuple(r.get("flags", ())))
             rows.append({"name": name, "implementation": r["implementation"], "arch": r.get("arch"),
                          "attention_mode": r.get("attention_mode"), "pe_type": r.get("pe_type"),
                          "input_shape": r["input_shape"], "summary": r["summary"],
