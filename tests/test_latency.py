@@ -59,7 +59,7 @@ _IN = 3 * 8 * 128  # conv input (1, 3, 8, 40), padded
 _MID = 8 * 8 * 128  # conv and relu outputs (1, 8, 8, 40), padded
 _OUT = 8 * 40 * 64  # transpose output (1, 8, 40, 8), padded
 _CONV_FLOPS = 2 * (8 * 8 * 40) * (3 * 3 * 3)  # 2 x MACs: each output sums C_in x 3 x 3 products
-_W = 8 * 3 * 3 * 3 * 2  # conv weight, fp16
+_W = 8 * 3 * 3 * 3 * 2 + 4 * 4 + 2 * 4 + 2 * 4  # conv weight (fp16) + its int32 pad, strides, dilations vectors
 
 
 def test_op_groups_by_hand():

@@ -53,8 +53,8 @@ def op_groups(program: ModelLike, function: str | None = None) -> list[dict[str,
         a list of ``{"op_type", "kind", "flops", "in_bytes", "out_bytes", "weight_bytes",
         "count"}`` dicts, sorted by op type then size. ``in_bytes`` and ``out_bytes`` are the
         non-constant inputs and the outputs with the last axis padded to 64 bytes;
-        ``weight_bytes`` the dense bytes of the floating-point constant tensors the op reads
-        (integer constants such as strides, pads and shapes are parameters, not weights).
+        ``weight_bytes`` the dense bytes of the constant tensors the op reads (as
+        ``analyze``'s weight bytes; parameter vectors such as pads and strides add a few bytes).
 
     Shapes: any static shapes (a symbolic axis counts 0 bytes).
     """
@@ -79,8 +79,8 @@ def op_groups(program: ModelLike, function: str | None = None) -> list[dict[str,
         for v in _input_vars(op):
             info = _tensor_info(v)
             if _is_const(v):
-                if v.op.op_type == "const" and info.rank > 0 and info.dtype.startswith("fp"):
-                    weight_bytes += info.dense_bytes or 0  # integer consts (strides, pads, axes, shapes) are op parameters
+                if v.op.op_type == "const" and info.rank > 0:  # as analyze's weight_bytes; scalar parameters left out
+                    weight_bytes += info.dense_bytes or 0  # (vectors such as pads and strides add a few bytes)
             else:
                 in_bytes += info.padded_bytes or 0
         out_bytes = sum(_tensor_info(v).padded_bytes or 0 for v in op.outputs)
