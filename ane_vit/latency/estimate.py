@@ -17,7 +17,7 @@ from typing import Any
 
 from ..analysis.program import ModelLike
 from .features import analyze_for_latency, readiness_flags, summary_features
-from .model import LatencyModel
+from .model import SOURCE_LABELS, LatencyModel
 
 __all__ = ["LatencyEstimate", "calibrated_chips", "calibrated_model", "estimate", "estimate_groups"]
 
@@ -49,7 +49,8 @@ class LatencyEstimate:
 
     def __str__(self) -> str:
         text = (f"ESTIMATE {self.estimate_ms:.2f} ms on {self.chip} ({self.level:.0%} interval "
-                f"{self.low_ms:.2f}-{self.high_ms:.2f} ms; as {self.source} would time it; not measured)")
+                f"{self.low_ms:.2f}-{self.high_ms:.2f} ms; as {SOURCE_LABELS.get(self.source, self.source)} "
+                "would time it; not measured)")
         if self.flags:
             text += "; parts may not run on the Neural Engine: " + ", ".join(self.flags)
         return text

@@ -40,6 +40,7 @@ __all__ = [
     "DEFAULT_FORM",
     "REFERENCE_SOURCE",
     "LEVEL",
+    "SOURCE_LABELS",
     "Point",
     "LatencyModel",
     "design",
@@ -66,6 +67,13 @@ DEFAULT_FORM = "roofline+source"
 BALANCE_GRID: tuple[float, ...] = tuple(float(v) for v in np.geomspace(4.0, 4096.0, 31))
 #: The measurement source an estimate is stated for: Xcode's performance report (median), iOS 16.
 REFERENCE_SOURCE = "xcode14_ios16"
+#: What each measurement source is, for labels.
+SOURCE_LABELS: dict[str, str] = {
+    "xcode14_ios16": "Xcode 14's performance report (iOS 16, median)",
+    "modelbench": "Apple's ModelBench app",
+    "coreml_performance": "the coreml-performance tool",
+    "xcode15_ios17": "Xcode 15's performance report (iOS 17, median)",
+}
 #: Coverage the stated interval aims at.
 LEVEL = 0.8
 
@@ -245,8 +253,8 @@ class LatencyModel:
 
     @property
     def effective_gbps(self) -> float:
-        """balance x effective rate, in GB/s: the fitted bandwidth of memory-bound ops (an estimate)."""
-        return self.balance * self.effective_tflops * 1e3
+        """Effective rate / balance, in GB/s: the fitted bandwidth of memory-bound ops (an estimate)."""
+        return self.effective_tflops * 1e3 / self.balance  # TFLOP/s / (FLOP/B) = 1e12 B/s = 1e3 GB/s
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
