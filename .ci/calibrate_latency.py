@@ -120,7 +120,17 @@ def _program_record(mlmodel, params: int, shape) -> dict:
     }
 
 
-def convert_original(checkout: str) -> dict:
+def _cached(cache: Path, name: str, make) -> dict:
+    """``make()`` once per program name: kept in ``cache`` so an interrupted run resumes."""
+    path = cache / f"{name}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    rec = make()
+    path.write_text(json.dumps(rec))
+    return rec
+
+
+def convert_original(checkout: str, cache: Path) -> dict:
     import torch
 
     from ane_vit.attention import PEType
@@ -139,42 +149,55 @@ def convert_original(checkout: str) -> dict:
     shape = (1, 3, 256, 256)
     for name, arch, mode, pe in ORIGINAL_CONFIGS:
         window = [8, 8] if mode == "local" else None
-        _, ours = build_model(shape=shape, base_arch=arch, attention_mode=mode, pe_type=PEType[pe], split_head=True,
-                              channel_buffer_align=False, local_window_size=window)
-        randomize_(ours, seed=0)
-        _, orig = _build_model(base_arch=arch, shape=shape, split_head=True, pe_type=getattr(OrigPE, pe),
-                               channel_buffer_align=False, attention_mode=mode, local_window_size=window)
-        orig.load_state_dict(to_seed_state_dict(ours.eval()))
-        x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
-        rec = _program_record(to_mlprogram(orig.eval(), x), sum(p.numel() for p in orig.parameters()), shape)
-        rec.update(implementation="original", arch=arch, attention_mode=mode, pe_type=pe)
-        out[name] = rec
+
+        def make(arch=arch, mode=mode, pe=pe, window=window):
+            _, ours = build_model(shape=shape, base_arch=arch, attention_mode=mode, pe_type=PEType[pe], split_head=True,
+                                  channel_buffer_align=False, local_window_size=window)
+            randomize_(ours, seed=0)
+            _, orig = _build_model(base_arch=arch, shape=shape, split_head=True, pe_type=getattr(OrigPE, pe),
+                                   channel_buffer_align=False, attention_mode=mode, local_window_size=window)
+            orig.load_state_dict(to_seed_state_dict(ours.eval()))
+            x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+            rec = _program_record(to_mlprogram(orig.eval(), x), sum(p.numel() for p in orig.parameters()), shape)
+            rec.update(implementation="original", arch=arch, attention_mode=mode, pe_type=pe)
+            return rec
+
+        out[name] = rec = _cached(cache, name, make)
         print(f"{name}: {rec['summary']['ops']} ops", flush=True)
     return out
 
 
-def convert_third_party(checkout: str) -> dict:
+def convert_third_party(checkout: str, cache: Path) -> dict:
+    import importlib
+
     import torch
 
     from ane_vit.export import to_mlprogram
     from ane_vit.testing import randomize_
 
+    # timm 1.0 renamed the module the third-party code imports its MBConv parts from (the
+    # classes are the same); an alias lets the unmodified code import
+    sys.modules.setdefault("timm.models.efficientnet_blocks", importlib.import_module("timm.models._efficientnet_blocks"))
     sys.path.insert(0, checkout)
     from classification.moat import tiny_moat_1  # the third-party code, from the checkout
 
     out = {}
     shape = (1, 3, 256, 256)
     for mode, kw in (("global", {"use_window": False}), ("local", {"use_window": True, "window_size": (8, 8)})):
-        model = tiny_moat_1(img_size=(256, 256), num_classes=1000, **kw)
-        randomize_(model, seed=0)
-        x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+        def make(kw=kw, mode=mode):
+            model = tiny_moat_1(img_size=(256, 256), num_classes=1000, **kw)
+            randomize_(model, seed=0)
+            x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+            try:
+                rec = _program_record(to_mlprogram(model.eval(), x), sum(p.numel() for p in model.parameters()), shape)
+            except Exception as err:  # record why a configuration does not convert
+                rec = {"input_shape": list(shape), "error": f"{type(err).__name__}: {err}"}
+            rec.update(implementation="third-party", arch="tiny-moat-1", attention_mode=mode,
+                       pe_type="RPE (gathered table)", options=repr(kw))
+            return rec
+
         name = f"third-party_tiny-moat-1_256_{mode}"
-        try:
-            rec = _program_record(to_mlprogram(model.eval(), x), sum(p.numel() for p in model.parameters()), shape)
-        except Exception as err:  # record why a configuration does not convert
-            rec = {"input_shape": list(shape), "error": f"{type(err).__name__}: {err}"}
-        rec.update(implementation="third-party", arch="tiny-moat-1", attention_mode=mode, pe_type="RPE (gathered table)", options=repr(kw))
-        out[name] = rec
+        out[name] = rec = _cached(cache, name, make)
         print(f"{name}: {rec.get('summary', {}).get('ops', rec.get('error'))}", flush=True)
     return out
 
@@ -183,10 +206,12 @@ def external(args) -> int:
     from ane_vit._versions import dist_version
 
     programs = {}
+    cache = Path(args.cache + "_external")
+    cache.mkdir(parents=True, exist_ok=True)
     if args.original:
-        programs.update(convert_original(args.original))
+        programs.update(convert_original(args.original, cache))
     if args.third_party:
-        programs.update(convert_third_party(args.third_party))
+        programs.update(convert_third_party(args.third_party, cache))
     doc = {
         "provenance": {
             "what": "Program features of MOAT programs that are not ours, converted here for appendix A2 (latency ESTIMATES "
@@ -203,7 +228,8 @@ def external(args) -> int:
                                   "loaded with ane_vit.port.seed.to_seed_state_dict"},
             "third_party": {"repository": "https://github.com/RooKichenn/pytorch-MOAT", "commit": THIRD_PARTY_COMMIT,
                             "model": "classification.moat.tiny_moat_1(img_size=(256, 256), num_classes=1000, use_window=...), "
-                                     "ane_vit.testing.randomize_(seed=0)"},
+                                     "ane_vit.testing.randomize_(seed=0); timm 1.0's timm.models._efficientnet_blocks aliased "
+                                     "as the timm.models.efficientnet_blocks the code imports (same classes)"},
             "code_note": "Neither repository's code is part of this project: each was read from a checkout outside it.",
             "conversion": {"function": "ane_vit.export.to_mlprogram", "compute_precision": "float16",
                            "minimum_deployment_target": "iOS16", "input": "TensorType (1, 3, 256, 256), torch.rand seed 0", "mode": "eval"},
