@@ -247,13 +247,13 @@ class LatencyModel:
 
     @property
     def effective_tflops(self) -> float:
-        """1 / (roofline coefficient), in TFLOP/s: the fitted rate of compute-bound ops (an estimate)."""
+        """The fitted rate of compute-bound ops in TFLOP/s, the inverse of the roofline coefficient (an estimate)."""
         a = self.coefficients.get("roofline", 0.0)
         return 1e-9 / a if a > 0 else float("inf")  # a is ms per FLOP: FLOP/ms * 1e3 / 1e12
 
     @property
     def effective_gbps(self) -> float:
-        """Effective rate / balance, in GB/s: the fitted bandwidth of memory-bound ops (an estimate)."""
+        """The fitted bandwidth of memory-bound ops in GB/s, the effective rate over the balance (an estimate)."""
         return self.effective_tflops * 1e3 / self.balance  # TFLOP/s / (FLOP/B) = 1e12 B/s = 1e3 GB/s
 
     def to_dict(self) -> dict[str, Any]:
@@ -358,7 +358,7 @@ def _predict_for(model: LatencyModel, p: Point) -> float:
 
 
 def conformal_halfwidth(log_errors: Sequence[float], level: float = LEVEL) -> float:
-    """Split-conformal half-width on the log scale: the ``ceil((n + 1) level)``-th smallest |error|.
+    """Split-conformal half-width on the log scale: the ``ceil((n + 1) level)``-th smallest absolute error.
 
     With ``n`` exchangeable scores this covers a new point with probability >= ``level``; with
     fewer than ``1 / (1 - level) - 1`` scores no finite width does, and ``inf`` is returned.
