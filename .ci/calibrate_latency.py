@@ -16,7 +16,7 @@ FastViT and RepViT have training-time branches that inference folds away), conve
 exports are converted (``ane_vit.export.to_mlprogram``: float16 ML Program, iOS16, fixed shape
 1x3xSxS, eval) and records ``ane_vit.latency.op_groups`` (per-op FLOPs and padded bytes) and the
 ``ane_vit.analysis`` summary. Each (model, size) is converted once; results are cached in
---cache so an interrupted run resumes. Output: results/latency_calibration.json.
+--cache so an interrupted run resumes. Output: results/latency_estimate/calibration.json.
 
 With ``--external`` it converts instead the MOAT programs that are not ours, for appendix A2's
 application (their code is read from checkouts outside this repository and never committed):
@@ -33,7 +33,7 @@ application (their code is read from checkouts outside this repository and never
   tiny_moat_1 at 256x256, global attention and 8x8 windows (``use_window=True``: 6-D window
   partition), ``randomize_``d.
 
-Output: results/latency_external_programs.json (op groups, analysis summary and findings).
+Output: results/latency_estimate/external_programs.json (op groups, analysis summary and findings).
 """
 
 from __future__ import annotations
@@ -244,13 +244,13 @@ def external(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--table", default=str(ROOT / "results/published_latency.csv"))
-    p.add_argument("--output", default=str(ROOT / "results/latency_calibration.json"))
+    p.add_argument("--output", default=str(ROOT / "results/latency_estimate/calibration.json"))
     p.add_argument("--cache", default="/tmp/latency_calibration_cache")
     p.add_argument("--only", nargs="*", help="timm names to convert (default: every usable row)")
     p.add_argument("--external", action="store_true", help="convert the original's and the third-party MOAT programs instead")
     p.add_argument("--original", help="checkout of apple/ml-vision-transformers-ane at " + ORIGINAL_COMMIT)
     p.add_argument("--third-party", help="checkout of RooKichenn/pytorch-MOAT at " + THIRD_PARTY_COMMIT)
-    p.add_argument("--external-output", default=str(ROOT / "results/latency_external_programs.json"))
+    p.add_argument("--external-output", default=str(ROOT / "results/latency_estimate/external_programs.json"))
     args = p.parse_args(argv)
 
     import torch

@@ -28,7 +28,9 @@ from ane_vit.latency import (  # noqa: E402
 )
 from ane_vit.latency.model import _point_regressors  # noqa: E402
 from ane_vit.latency.report import (  # noqa: E402
+    CALIBRATION_FILE,
     ESTIMATES_FILE,
+    EXTERNAL_FILE,
     MODEL_FILE,
     load_calibration,
     load_json,
@@ -173,6 +175,17 @@ def test_interval_coverage_as_reported(points, committed):
         assert r["inside"] == (edge <= 1 + 1e-9)
         if abs(edge - 1) > 1e-9:  # off the edge, the interval's ends say the same
             assert r["inside"] == (r["low_ms"] <= r["published_ms"] <= r["high_ms"])
+
+
+def test_estimate_files_stay_out_of_the_measurements_glob():
+    # chapter 7 reads every results/latency_*.json as a device measurement
+    from fnmatch import fnmatch
+
+    results = results_path("x").parent
+    for name in (CALIBRATION_FILE, MODEL_FILE, ESTIMATES_FILE, EXTERNAL_FILE):
+        path = results_path(name)
+        assert path.exists() and not (path.parent == results and fnmatch(path.name, "latency_*.json")), name
+    assert all("kind" in r for p in results.glob("latency_*.json") for r in json.loads(p.read_text())["results"])
 
 
 def test_estimates_file_holds_only_estimates():

@@ -8,7 +8,7 @@ calibration data are refused; programs whose analysis findings say parts may not
 Neural Engine are flagged (the estimate assumes every op does).
 
 Command line: ``python -m ane_vit.latency estimate model.mlpackage``; ``... fit`` refits the
-model from ``results/latency_calibration.json`` (written by ``.ci/calibrate_latency.py``);
+model from ``results/latency_estimate/calibration.json`` (written by ``.ci/calibrate_latency.py``);
 ``... apply`` estimates this book's models. See ``notebooks/A2_latency_estimate.ipynb``.
 """
 
@@ -17,7 +17,7 @@ model from ``results/latency_calibration.json`` (written by ``.ci/calibrate_late
 #   model      the model forms, the fit, leave-one-family-out validation, the interval
 #   estimate   estimate(program, chip): the committed model applied to a program
 #   calibrated the committed coefficients (written by `python -m ane_vit.latency fit`)
-#   report     the validation report and the application (results/latency_*.json)
+#   report     the validation report and the application (results/latency_estimate/)
 #   cli        the command line (python -m ane_vit.latency, run by __main__.py)
 from __future__ import annotations
 

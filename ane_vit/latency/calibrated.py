@@ -1,7 +1,7 @@
 """The committed latency models, one per chip: written by ``python -m ane_vit.latency fit``.
 
-Do not edit by hand: refit from ``results/latency_calibration.json`` (the validation is in
-``results/latency_model.json``). Coefficients are ms per unit of each regressor."""
+Do not edit by hand: refit from ``results/latency_estimate/calibration.json`` (the validation is in
+``results/latency_estimate/model.json``). Coefficients are ms per unit of each regressor."""
 
 MODELS = {'A14': {'balance': 25.39841683149119,
          'chip': 'A14',

@@ -1,11 +1,11 @@
 """The latency estimate's command line, ``python -m ane_vit.latency`` (run by ``__main__.py``).
 
 * ``estimate MODEL.mlpackage [--chip A14] [--json]``: the ESTIMATE of one saved program;
-* ``fit [--overwrite]``: refit from ``results/latency_calibration.json``, write the validation
-  report ``results/latency_model.json`` and the coefficients ``ane_vit/latency/calibrated.py``;
+* ``fit [--overwrite]``: refit from ``results/latency_estimate/calibration.json``, write the validation
+  report ``results/latency_estimate/model.json`` and the coefficients ``ane_vit/latency/calibrated.py``;
 * ``apply [--overwrite]``: convert this book's models (ANE and reference MOATs, DeiT-Tiny) and
-  estimate them, with the programs of ``results/latency_external_programs.json``:
-  ``results/latency_estimates.json``.
+  estimate them, with the programs of ``results/latency_estimate/external_programs.json``:
+  ``results/latency_estimate/estimates.json``.
 """
 
 from __future__ import annotations
@@ -33,14 +33,14 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("model", help="path to a saved .mlpackage (ML Program)")
     e.add_argument("--chip", default="A14", help="chip to estimate for (default A14, the only one calibrated)")
     e.add_argument("--json", action="store_true", help="print the estimate as JSON")
-    f = sub.add_parser("fit", help="refit and validate the model; write results/latency_model.json and calibrated.py")
-    f.add_argument("--calibration", help="calibration file (default results/latency_calibration.json)")
+    f = sub.add_parser("fit", help="refit and validate the model; write results/latency_estimate/model.json and calibrated.py")
+    f.add_argument("--calibration", help="calibration file (default results/latency_estimate/calibration.json)")
     f.add_argument("--form", default=None, help="model form (default: ane_vit.latency.DEFAULT_FORM)")
-    f.add_argument("--output", help="validation report (default results/latency_model.json)")
+    f.add_argument("--output", help="validation report (default results/latency_estimate/model.json)")
     f.add_argument("--overwrite", action="store_true", help="replace the committed report and coefficients (refused without it)")
-    a = sub.add_parser("apply", help="estimate this book's models; write results/latency_estimates.json")
-    a.add_argument("--external", help="programs converted outside (default results/latency_external_programs.json, if present)")
-    a.add_argument("--output", help="estimates file (default results/latency_estimates.json)")
+    a = sub.add_parser("apply", help="estimate this book's models; write results/latency_estimate/estimates.json")
+    a.add_argument("--external", help="programs converted outside (default results/latency_estimate/external_programs.json, if present)")
+    a.add_argument("--output", help="estimates file (default results/latency_estimate/estimates.json)")
     a.add_argument("--overwrite", action="store_true", help="replace the committed estimates (refused without it)")
     a.add_argument("--programs-cache", metavar="JSON",
                    help="reuse the converted programs' features from this file if it exists, else write them there "

@@ -120,7 +120,7 @@ def _point_regressors(p: Point, balance: float) -> dict[str, float]:
 
 
 def calibration_points(data: Mapping[str, Any], use: str = "calibration", chip: str | None = "A14") -> list[Point]:
-    """The rows of a calibration file (``results/latency_calibration.json``) with their programs.
+    """The rows of a calibration file (``results/latency_estimate/calibration.json``) with their programs.
 
     Args:
         data: the parsed file.
@@ -131,7 +131,7 @@ def calibration_points(data: Mapping[str, Any], use: str = "calibration", chip: 
     programs = data.get("programs")
     if not isinstance(rows, list) or not isinstance(programs, dict):
         raise ValueError("expected a calibration file with a 'rows' list and a 'programs' mapping "
-                         f"(results/latency_calibration.json), got keys {sorted(data)}")
+                         f"(results/latency_estimate/calibration.json), got keys {sorted(data)}")
     out = []
     for r in rows:
         if r["use"] != use or (chip is not None and r["chip"] != chip):

@@ -1,16 +1,19 @@
 """The latency model's files: calibration data in, validation report and estimates out.
 
-* ``load_calibration`` reads ``results/latency_calibration.json`` (written by
+* ``load_calibration`` reads ``results/latency_estimate/calibration.json`` (written by
   ``.ci/calibrate_latency.py``) and checks its provenance;
 * ``validation_report`` fits every candidate form, validates them leave-one-family-out, checks
   the interval on unseen families (``nested_coverage``), and adds the per-source bias and the
   out-of-chip check: what ``python -m ane_vit.latency fit`` writes to
-  ``results/latency_model.json``;
+  ``results/latency_estimate/model.json``;
 * ``write_calibrated_module`` writes the chosen model's numbers to
   ``ane_vit/latency/calibrated.py``, which ``estimate`` uses;
 * ``apply_estimates`` estimates this book's models (and the programs of
-  ``results/latency_external_programs.json``): ``results/latency_estimates.json``, every
+  ``results/latency_estimate/external_programs.json``): ``results/latency_estimate/estimates.json``, every
   number of kind ``estimate``.
+
+The files live in ``results/latency_estimate/``, apart from chapter 7's ``results/latency_*.json``,
+which hold device measurements only: an estimate never sits where a measurement is read.
 """
 
 from __future__ import annotations
@@ -54,10 +57,10 @@ __all__ = [
     "apply_estimates",
 ]
 
-CALIBRATION_FILE = "latency_calibration.json"
-MODEL_FILE = "latency_model.json"
-ESTIMATES_FILE = "latency_estimates.json"
-EXTERNAL_FILE = "latency_external_programs.json"
+CALIBRATION_FILE = "latency_estimate/calibration.json"
+MODEL_FILE = "latency_estimate/model.json"
+ESTIMATES_FILE = "latency_estimate/estimates.json"
+EXTERNAL_FILE = "latency_estimate/external_programs.json"
 _PROVENANCE = ("what", "date_utc", "command", "versions", "conversion", "model", "table")
 
 
@@ -78,7 +81,7 @@ def load_json(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_calibration(path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """``results/latency_calibration.json`` (or ``path``), its provenance checked."""
+    """``results/latency_estimate/calibration.json`` (or ``path``), its provenance checked."""
     path = Path(path) if path is not None else results_path(CALIBRATION_FILE)
     data = load_json(path)
     prov = data.get("provenance", {})
@@ -154,7 +157,7 @@ def validation_report(data: Mapping[str, Any], form: str = DEFAULT_FORM, chip: s
                       "inside": sum(x["inside"] for x in out_rows if x["chip"] == c)}
     return {
         "provenance": {
-            "what": "Latency model fitted on PUBLISHED latencies (results/latency_calibration.json) and validated "
+            "what": "Latency model fitted on PUBLISHED latencies (results/latency_estimate/calibration.json) and validated "
                     "leave-one-family-out; every latency it produces is an ESTIMATE.",
             "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "command": "python -m ane_vit.latency fit --overwrite",
@@ -185,8 +188,8 @@ def write_calibrated_module(report: Mapping[str, Any], path: str | os.PathLike |
     model = report["model"]
     text = (
         '"""The committed latency models, one per chip: written by ``python -m ane_vit.latency fit``.\n\n'
-        "Do not edit by hand: refit from ``results/latency_calibration.json`` (the validation is in\n"
-        '``results/latency_model.json``). Coefficients are ms per unit of each regressor."""\n\n'
+        "Do not edit by hand: refit from ``results/latency_estimate/calibration.json`` (the validation is in\n"
+        '``results/latency_estimate/model.json``). Coefficients are ms per unit of each regressor."""\n\n'
         f"MODELS = {pprint.pformat({model['chip']: model}, width=100, sort_dicts=True)}\n"
     )
     path.write_text(text, encoding="utf-8")
@@ -198,7 +201,7 @@ def apply_estimates(model: LatencyModel, ours: Sequence[Mapping[str, Any]],
     """Estimates of programs given as ``{"name", "implementation", "op_groups", "flags", ...}`` rows.
 
     ``ours`` are this project's programs (converted by the caller); ``external`` a parsed
-    ``results/latency_external_programs.json``. ``flags`` are ``readiness_flags`` of each program. Every estimate has ``kind == "estimate"``.
+    ``results/latency_estimate/external_programs.json``. ``flags`` are ``readiness_flags`` of each program. Every estimate has ``kind == "estimate"``.
     """
     from .estimate import estimate_groups
 
