@@ -41,16 +41,21 @@ def fresh_clone(tmp_path, monkeypatch):
     monkeypatch.setattr("ane_vit.digits.train.train", _stop)
     monkeypatch.setattr("ane_vit.digits.evaluate.evaluate", _stop)
     monkeypatch.setattr("ane_vit.compress.study.compression_study", _stop)
+    monkeypatch.setattr("ane_vit.latency.report.validation_report", _stop)
+    monkeypatch.setattr("ane_vit.analysis.rules.check_rules", _stop)
     return tmp_path
 
 
 def test_every_readme_command_gets_past_its_checks_on_a_fresh_clone(fresh_clone, capsys):
+    from ane_vit.analysis.cli import main as analysis
     from ane_vit.bench.cli import main as bench
     from ane_vit.compress.cli import main as compress
     from ane_vit.digits.cli import main as digits
     from ane_vit.export.cli import main as export
+    from ane_vit.latency.cli import main as latency
 
-    mains = {"ane_vit.export": export, "ane_vit.bench": bench, "ane_vit.digits": digits, "ane_vit.compress": compress}
+    mains = {"ane_vit.export": export, "ane_vit.bench": bench, "ane_vit.digits": digits, "ane_vit.compress": compress,
+             "ane_vit.latency": latency, "ane_vit.analysis": analysis}
     commands = _commands()
     assert len(commands) >= 10
     written: set[str] = set()  # the programs the export lines write
@@ -60,7 +65,7 @@ def test_every_readme_command_gets_past_its_checks_on_a_fresh_clone(fresh_clone,
             assert export([*argv, "--dry-run"]) == 0, argv
             written |= {str(Path(p)) for p in capsys.readouterr().out.split()}
         inputs = [a for a in argv if a.endswith(".mlpackage") and argv[argv.index(a) - 1:argv.index(a)] != ["-o"]]
-        if module == "ane_vit.analysis" or (module == "ane_vit.compress" and inputs):
+        if module in ("ane_vit.analysis", "ane_vit.compress", "ane_vit.latency") and inputs:
             if inputs == ["IN.mlpackage"]:
                 continue  # a placeholder for the reader's program
             assert str(Path(inputs[0])) in written, f"{module} {argv}: no export line above writes {inputs[0]}"
@@ -68,4 +73,4 @@ def test_every_readme_command_gets_past_its_checks_on_a_fresh_clone(fresh_clone,
         with pytest.raises(Reached):
             mains[module](argv)
         ran.append(module)
-    assert {"ane_vit.export", "ane_vit.bench", "ane_vit.digits", "ane_vit.compress"} <= set(ran)
+    assert {"ane_vit.export", "ane_vit.bench", "ane_vit.digits", "ane_vit.compress", "ane_vit.latency", "ane_vit.analysis"} <= set(ran)
