@@ -86,3 +86,18 @@ class TestNotebook:
     def test_kernel(self, path):
         meta = json.loads(path.read_text())["metadata"]
         assert meta.get("kernelspec", {}).get("name") == "python3", f"{path.name}: kernelspec must be python3"
+
+
+def test_bibliography_parses_and_every_cited_key_exists():
+    # A merge once dropped an entry's closing brace: the book build then failed
+    # in Sphinx, long after the notebooks ran. pybtex comes with the book's tools.
+    pybtex = pytest.importorskip("pybtex.database")
+    bib = ROOT / "book" / "references.bib"
+    keys = set(pybtex.parse_file(str(bib)).entries)  # raises on a syntax error or a duplicate key
+    sources = [p.read_text() for p in NOTEBOOKS] + [p.read_text() for p in (ROOT / "book").glob("*.md")]
+    cited = set()
+    for text in sources:
+        for group in re.findall(r"\{cite(?::[a-z]+)?\}`([^`]+)`", text):
+            cited |= {k.strip() for k in group.split(",")}
+    assert cited, "no {cite} roles found: the pattern no longer matches the book"
+    assert not cited - keys, f"cited but not in book/references.bib: {sorted(cited - keys)}"
