@@ -263,44 +263,11 @@ def _citation(keys: list[str]) -> str:
 
 
 def _load_program(model_or_path: ModelLike) -> tuple[Any, Any, str]:
-    """Return ``(MIL Program, spec or None, source label)`` for a model, a path or a Program."""
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    import coremltools as ct
-    from coremltools.converters.mil.mil.program import Program
+    """Return ``(MIL Program, spec or None, source label)``: ``ane_vit.interpret.read_program``,
+    the one loader (its errors name the file and the failure: see ``ane_vit.interpret.load``)."""
+    from ..interpret.load import read_program
 
-    if isinstance(model_or_path, Program):
-        return model_or_path, None, "MIL Program (in memory)"
-    if isinstance(model_or_path, (str, os.PathLike)):
-        path = os.fspath(model_or_path)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"expected a saved Core ML ML Program (.mlpackage directory), but {path!r} does not exist")
-        try:
-            model = ct.models.MLModel(path, skip_model_load=True)
-        except Exception as err:
-            raise ValueError(f"expected a Core ML model (.mlpackage) at {path!r}; coremltools could not read it: {err}") from err
-        source = path
-    elif isinstance(model_or_path, ct.models.MLModel):
-        model, source = model_or_path, "MLModel (in memory)"
-    else:
-        raise TypeError(f"expected a coremltools MLModel, a path to an .mlpackage or a MIL Program, got {type(model_or_path).__name__}")
-    spec = model.get_spec()
-    kind = spec.WhichOneof("Type")
-    if kind != "mlProgram":
-        raise ValueError(f"expected an ML Program (convert with convert_to='mlprogram'), got a Core ML model of type {kind!r}")
-    prog = getattr(model, "_mil_program", None)
-    if prog is None:
-        # A model loaded from disk carries only the protobuf spec: rebuild the MIL program
-        # from it (pure Python, works on any OS) with the weights from the package.
-        from coremltools.converters.mil.frontend.milproto.load import load as milproto_load
-
-        try:
-            prog = milproto_load(spec, spec.specificationVersion, model.weights_dir or "")
-        except Exception as err:  # e.g. "index out of bounds" from a truncated weight file
-            raise ValueError(
-                f"cannot read the ML Program at {source!r}: rebuilding it from its weights in "
-                f"{model.weights_dir!r} failed ({type(err).__name__}: {err}); is the weight file truncated or corrupt?"
-            ) from err
-    return prog, spec, source
+    return tuple(read_program(model_or_path))
 
 
 def _main_function(prog: Any, function: str | None = None) -> Any:
