@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from .methods import _load, _run
+from .methods import _load, _run, _source, _Weights, _weights
 
 __all__ = ["activation_ranges", "quantize_activations"]
 
@@ -74,7 +74,8 @@ def quantize_activations(model, samples: Iterable[Mapping[str, np.ndarray]], wei
     from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY
     from coremltools.models import utils as model_utils
 
-    model = _load(model)
+    given, model = model, _load(model)
+    found = _weights(model, given) if weights else _Weights(_source(given), (), 0)
     stats = activation_ranges(model, samples)
     config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric"))
     passes = []
@@ -94,4 +95,4 @@ def quantize_activations(model, samples: Iterable[Mapping[str, np.ndarray]], wei
         return out
 
     return _run(apply, model, None, "w8a8", {"nbits": 8, "weights": "int8 per channel" if weights else "float"},
-                {"calibration": "activation ranges (min/max) from ane_vit.interpret"})
+                {"calibration": "activation ranges (min/max) from ane_vit.interpret"}, weights=found, require_weights=weights)
