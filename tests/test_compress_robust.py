@@ -44,11 +44,19 @@ def _convert(build, target, path):
     return path
 
 
-def _weight(value=None, where=(0, 0)):
-    w = np.random.default_rng(0).standard_normal((64, 64, 1, 1)).astype(np.float16)
-    if value is not None:
-        w[where[0], where[1], 0, 0] = value
-    return w
+def _weight():
+    return np.random.default_rng(0).standard_normal((64, 64, 1, 1)).astype(np.float16)
+
+
+def _poisoned(source, path, index: int, value: float):
+    """A copy of a one-weight program whose weight number ``index`` (row-major) is ``value`` on disk."""
+    shutil.copytree(source, path)
+    (blob,) = path.rglob("weight.bin")
+    data = bytearray(blob.read_bytes())
+    start = int.from_bytes(data[64 + 16: 64 + 24], "little")  # the first weight's header: data offset
+    data[start + 2 * index: start + 2 * index + 2] = np.float16(value).tobytes()
+    blob.write_bytes(bytes(data))
+    return path
 
 
 def _one_conv(w):
@@ -65,11 +73,11 @@ def p(tmp_path_factory):
     out = {
         "conv16": _convert(_one_conv(_weight()), ct.target.iOS16, folder / "conv16.mlpackage"),
         "conv18": _convert(_one_conv(_weight()), ct.target.iOS18, folder / "conv18.mlpackage"),
-        "nan16": _convert(_one_conv(_weight(np.nan)), ct.target.iOS16, folder / "nan16.mlpackage"),
-        "inf16": _convert(_one_conv(_weight(-np.inf, (5, 7))), ct.target.iOS16, folder / "inf16.mlpackage"),
         "two18": _convert(lambda x: mb.conv(x=mb.conv(x=x, weight=w1, name="a"), weight=w2, name="y"),
                           ct.target.iOS18, folder / "two18.mlpackage"),
     }
+    out["nan16"] = _poisoned(out["conv16"], folder / "nan16.mlpackage", 0, np.nan)
+    out["inf16"] = _poisoned(out["conv16"], folder / "inf16.mlpackage", 5 * 64 + 7, -np.inf)
     out["pal16"] = folder / "pal16.mlpackage"
     compress.palettize(out["conv16"], 4).save(str(out["pal16"]))
     return out
@@ -316,6 +324,87 @@ def test_study_output_is_written_atomically(tmp_path, monkeypatch):
     monkeypatch.setattr(study, "compression_study", lambda **k: {"rows": [1, 2]})
     assert main(["study", "-o", str(target), "--overwrite"]) == 0
     assert json.loads(target.read_text()) == {"rows": [1, 2]}
+
+
+# --------------------------------------------------------------------------- analysis of compressed programs
+
+
+def test_analysis_counts_the_weights_behind_constexpr_ops_and_names_the_method(p):
+    from ane_vit.analysis import analyze
+
+    # Stored bytes by hand, for the 64x64 float16 weight (8,192 bytes expanded):
+    magnitude = np.abs(_weight().astype(np.float32))
+    kept = int((magnitude > np.quantile(magnitude, 0.5, method="lower")).sum())  # prune_magnitude's rule: 2,047
+    cases = {
+        # 4,096 4-bit indices packed into bytes + a 16-entry float16 table + the shape (4 x uint32)
+        "palettized 4-bit": (compress.palettize(p["conv16"], 4), 4096 * 4 // 8 + 16 * 2 + 4 * 4),
+        # 4,096 int8 values + 64 float16 scales + 64 int8 zero points + the axis (int32)
+        "int8 linear": (compress.quantize_int8(p["conv16"]), 4096 + 64 * 2 + 64 + 4),
+        # a 4,096-bit mask + the float16 values kept + the shape (4 x uint32)
+        "pruned to 50% sparsity": (compress.prune_magnitude(p["conv16"], 0.5), 4096 // 8 + kept * 2 + 4 * 4),
+        # 4,096 int4 values + one float16 scale per block of 16 input channels (64 x 4)
+        "int4 blockwise": (compress.quantize_int4_block(p["conv18"], 16), 4096 // 2 + 64 * 4 * 2),
+        # 4,096 2-bit indices + four tables (one per 16 output channels) of 4 float16 entries
+        "palettized 2-bit, grouped": (compress.palettize(p["conv18"], 2, group_size=16), 4096 * 2 // 8 + 4 * 4 * 2),
+    }
+    for method, (model, stored) in cases.items():
+        report = analyze(model)
+        assert [(w.method, w.shape, w.stored_bytes, w.dense_bytes) for w in report.compressed] == [
+            (method, (64, 64, 1, 1), stored, 8192)], method
+        summary = report.summary()
+        assert (summary["compressed_weights"], summary["compressed_weight_bytes_stored"],
+                summary["compressed_weight_bytes_dense"], summary["compression"]) == (1, stored, 8192, [method])
+    float_program = analyze(p["conv16"])
+    assert float_program.compressed == [] and float_program.summary()["compression"] == []
+    assert "compressed weights: none (no constexpr_* op)" in float_program.table()
+
+
+def test_a_joint_compression_is_one_weight_with_its_chain_of_constexpr_ops(p):
+    import coremltools.optimize.coreml as cto
+
+    from ane_vit.analysis import analyze
+
+    pruned = compress.prune_magnitude(p["conv18"], 0.5)
+    config = cto.OptimizationConfig(global_config=cto.OpPalettizerConfig(nbits=4, mode="kmeans"))
+    joint = cto.palettize_weights(pruned, config, joint_compression=True)
+    (w,) = analyze(joint).compressed
+    assert w.op_types == ("constexpr_sparse_to_dense", "constexpr_lut_to_sparse")
+    assert w.method == "pruned to 50% sparsity + palettized 4-bit"
+    magnitude = np.abs(_weight().astype(np.float32))
+    kept = int((magnitude > np.quantile(magnitude, 0.5, method="lower")).sum())
+    # a 4,096-bit mask + the kept values' 4-bit indices (rounded up to whole bytes) + a 16-entry float16 table
+    assert w.stored_bytes == 4096 // 8 + -(-kept // 2) + 16 * 2
+
+
+def test_the_analysis_command_line_says_the_program_is_compressed(p, capsys):
+    from ane_vit.analysis import main as analysis_main
+
+    assert analysis_main([str(p["pal16"])]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "compressed weights: 1 behind constexpr_* ops (palettized 4-bit): 0.002 MB stored, 0.008 MB expanded (3.91x)" \
+        in lines
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals reach the main thread only")
+def test_a_swallowed_ctrl_c_stops_the_analysis_command_line(p, monkeypatch, capsys):
+    from ane_vit.analysis import cli as analysis_cli
+
+    real = analysis_cli.analyze
+
+    def swallowing(path):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        except:  # noqa: E722 (a dependency's bare except)
+            pass
+        return real(path)
+
+    monkeypatch.setattr(analysis_cli, "analyze", swallowing)
+    with pytest.raises(SystemExit) as info:
+        analysis_cli.main([str(p["conv16"])])
+    assert info.value.code == 130
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.endswith("interrupted (Ctrl-C)\n")
 
 
 # --------------------------------------------------------------------------- asymmetric int8

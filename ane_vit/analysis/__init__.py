@@ -22,6 +22,7 @@ from __future__ import annotations
 from . import program as _program
 from .cli import main
 from .program import (
+    CompressedWeight,
     Finding,
     ModelLike,
     OpInfo,
@@ -42,6 +43,7 @@ __all__ = [
     "TensorInfo",
     "OpInfo",
     "Finding",
+    "CompressedWeight",
     "ProgramReport",
     "ane_rules",
     "analyze",

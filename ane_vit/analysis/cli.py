@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .._interrupt import INTERRUPTED_EXIT, interruptible
 from ..coreml_log import quiet_native_library_warnings
 from .program import analyze
 
@@ -27,9 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.top < 0:
         parser.error(f"--top must be >= 0, got {args.top}")
     try:
-        report = analyze(args.model)
-    except (FileNotFoundError, ValueError) as err:
+        with interruptible():  # a Ctrl-C swallowed while coremltools imports still stops the command
+            report = analyze(args.model)
+    except (FileNotFoundError, ValueError) as err:  # ane_vit.interpret.ProgramLoadError names the file
         parser.exit(2, f"error: {err}\n")
+    except KeyboardInterrupt:
+        parser.exit(INTERRUPTED_EXIT, "interrupted (Ctrl-C)\n")
     sys.stdout.write((report.to_json() if args.json else report.table(top=args.top)) + "\n")
     return 0
 
