@@ -103,7 +103,8 @@ class LoadedProgram(NamedTuple):
 
 def _check_file(path: Path, shown: str) -> None:
     """A regular file: fine only if it parses as a Core ML model spec (an ``.mlmodel``)."""
-    head = path.read_bytes()[:4] if path.stat().st_size else b""
+    with open(path, "rb") as f:
+        head = f.read(4)
     if not head:
         raise NotAProgramError(f"{shown} is an empty file, not a Core ML ML Program; {_WHAT_TO_GIVE}", shown)
     if head == b"PK\x03\x04":  # torch.save writes a zip archive
