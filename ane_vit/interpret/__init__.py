@@ -27,6 +27,13 @@ what the PyTorch model computes. The book's export-and-inspection chapter (chapt
 
 Shapes: every op's result is checked against the static shape that ``coremltools``
 inferred for its output variable; a mismatch raises ``RuntimeError`` naming the op.
+
+Reading programs: ``load_program`` / ``read_program`` (``ane_vit.interpret.load``) are the one
+loader of saved programs, shared with ``ane_vit.analysis`` and ``ane_vit.compress``; each way a
+path can fail to be a program has its own ``ProgramLoadError`` subclass and a message that
+names the file and says what to do. Watching a run: ``run_program(..., observer=fn)`` calls
+``fn(name, op_type, outputs)`` with every input and op output (``compress.activation_ranges``
+calibrates W8A8 this way).
 """
 
 from __future__ import annotations
