@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from .._interrupt import INTERRUPTED_EXIT, check_interrupted, interruptible
+from .._interrupt import check_interrupted, stops_on_ctrl_c
 from . import methods
 
 
@@ -64,13 +64,6 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _interrupted() -> int:
-    import sys
-
-    print("python -m ane_vit.compress: interrupted (Ctrl-C); nothing was written", file=sys.stderr)
-    return INTERRUPTED_EXIT
-
-
 def _write_json_atomically(text: str, output: Path) -> None:
     """Write ``text`` to a temporary file beside ``output``, then rename it into place."""
     check_interrupted()
@@ -110,6 +103,7 @@ def _study(argv: Sequence[str]) -> int:
     return 0
 
 
+@stops_on_ctrl_c("python -m ane_vit.compress")
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m ane_vit.compress IN.mlpackage METHOD -o OUT.mlpackage``; returns the exit status.
 
@@ -122,13 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(argv) if argv is not None else None
     import sys
 
-    try:
-        with interruptible():
-            if (argv if argv is not None else sys.argv[1:])[:1] == ["study"]:
-                return _study((argv if argv is not None else sys.argv[1:])[1:])
-            return _compress(argv)
-    except KeyboardInterrupt:
-        return _interrupted()
+    if (argv if argv is not None else sys.argv[1:])[:1] == ["study"]:
+        return _study((argv if argv is not None else sys.argv[1:])[1:])
+    return _compress(argv)
 
 
 def _compress(argv: list[str] | None) -> int:
