@@ -198,6 +198,18 @@ def test_the_command_line_refuses_a_setting_that_fits_no_weight_and_writes_nothi
     assert not target.exists() and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_the_command_line_refuses_to_write_over_its_input(p, tmp_path, capsys, overwrite):
+    source = tmp_path / "in.mlpackage"
+    shutil.copytree(p["conv16"], source)
+    before = _digest(source)
+    with pytest.raises(SystemExit) as info:
+        main([str(source), "--int8", "-o", str(tmp_path / "." / "in.mlpackage"), *overwrite])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == "python -m ane_vit.compress: error: the output must differ from the input"
+    assert _digest(source) == before
+
+
 @pytest.mark.parametrize("name", ["empty", "junk"])
 def test_the_command_line_names_an_input_that_is_not_a_program(tmp_path, capsys, name):
     source = tmp_path / f"{name}.mlpackage"

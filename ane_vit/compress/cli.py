@@ -131,12 +131,13 @@ def _compress(argv: list[str] | None) -> int:
     source = Path(os.path.expanduser(args.input))
     if not source.exists():
         parser.error(f"no such input: {args.input}")
+    wanted = Path(os.path.expanduser(args.output)).absolute()
+    if wanted == source.absolute() or wanted.resolve() == source.resolve():
+        parser.error("the output must differ from the input")
     try:
         target = resolve_target(args.output, overwrite=args.overwrite)  # '~' expanded once, checked before the work
     except (ValueError, OSError) as err:
         parser.error(str(err))
-    if target == source.resolve() or target == source.absolute():
-        parser.error("the output must differ from the input")
     try:
         if args.palettize is not None:
             out = methods.palettize(source, args.palettize, group_size=args.group_size)
