@@ -154,7 +154,7 @@ def _weights(model, given) -> _Weights:
     constexpr = sum(1 for op in func.operations if op.op_type.startswith("constexpr_"))
     if not candidates:
         why = (f"it already stores {constexpr} weight(s) compressed (constexpr_* ops)" if constexpr
-               else "its weights are all this small")
+               else "coremltools leaves smaller weights uncompressed")
         raise ValueError(f"{source} has no float weight of more than {WEIGHT_THRESHOLD:,} elements to compress: {why}")
     return _Weights(source, tuple(candidates), constexpr)
 
