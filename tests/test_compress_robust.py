@@ -131,6 +131,18 @@ def test_an_already_compressed_program_is_refused_before_any_work(p, call, monke
                                "already stores 1 weight(s) compressed (constexpr_* ops)")
 
 
+def test_a_program_of_small_weights_is_refused_before_any_work():
+    import torch
+
+    from ane_vit.export import to_mlprogram
+
+    model = to_mlprogram(torch.nn.Conv2d(8, 8, 1).eval(), torch.randn(1, 8, 4, 4))  # 64 weights, in memory
+    with pytest.raises(ValueError) as info:
+        compress.quantize_int8(model)
+    assert str(info.value) == ("the program has no float weight of more than 2,048 elements to compress: coremltools "
+                               "leaves smaller weights uncompressed")
+
+
 @pytest.mark.parametrize("name, counts", [("nan16", "1 NaN, 0 infinite"), ("inf16", "0 NaN, 1 infinite")])
 @pytest.mark.parametrize("call", [
     lambda path: compress.quantize_int8(path), lambda path: compress.prune_magnitude(path, 0.5),
