@@ -301,15 +301,15 @@ def test_cli_table_and_json(saved_attention):
 
 def test_errors_say_what_was_expected(tmp_path, capsys):
     missing = tmp_path / "missing.mlpackage"
-    with pytest.raises(FileNotFoundError, match="expected a saved Core ML ML Program"):
+    with pytest.raises(FileNotFoundError, match="no such .mlpackage: .* does not exist"):
         analyze(missing)
-    with pytest.raises(TypeError, match="expected a coremltools MLModel.*got int"):
+    with pytest.raises(TypeError, match="model must be a coremltools MLModel, a MIL Program or a path to an .mlpackage, got int"):
         analyze(3)
     import coremltools as ct
 
     traced = torch.jit.trace(nn.ReLU().eval(), torch.randn(1, 4, 8))
     nn_model = ct.convert(traced, convert_to="neuralnetwork", inputs=[ct.TensorType(name="x", shape=(1, 4, 8))])
-    with pytest.raises(ValueError, match="expected an ML Program.*'neuralNetwork'"):
+    with pytest.raises(ValueError, match="is a Core ML 'neuralNetwork' model, not an ML Program"):
         analyze(nn_model)
     with pytest.raises(SystemExit) as exit_info:
         main([str(missing)])

@@ -69,7 +69,11 @@ def test_magnitude_pruning_of_a_float16_program_reaches_the_sparsity_asked(progr
 def test_each_output_records_what_was_done(compressed):
     records = {name: json.loads(m.user_defined_metadata["ane_vit.compression"]) for name, m in compressed.items()}
     assert records["palettize 4"] == {"method": "palettize", "nbits": 4, "group_size": None, "minimum_target": "iOS16",
-                                      "coremltools": records["palettize 4"]["coremltools"]}
+                                      "coremltools": records["palettize 4"]["coremltools"],
+                                      "weights_compressed": 2, "weights_considered": 2,
+                                      "elements_compressed": 128 * 64 * 9 + 64 * 128, "elements_considered": 81920}
+    for name, record in records.items():  # both convs' weights (73,728 and 8,192 values), whatever the method
+        assert (record["weights_compressed"], record["elements_compressed"]) == (2, 81920), name
     assert records["palettize 4 grouped"]["method"] == "palettize-grouped"
     assert records["palettize 4 grouped"]["minimum_target"] == "iOS18"
     assert records["int4 block"]["block_size"] == 32

@@ -3,7 +3,9 @@
 ``analyze(model_or_path)`` reads an ML Program (an ``MLModel`` in memory, a saved
 ``.mlpackage``, or a MIL ``Program``) and reports, for every op, its output shapes, ranks
 and dtypes; activation bytes stored densely and with the last axis padded to 64 bytes as
-the ANE stores it; weight bytes; FLOPs of conv, linear, matmul and einsum; the layout ops
+the ANE stores it; weight bytes, including the weights a compressed program stores behind
+``constexpr_*`` ops (bytes stored and expanded, and the method: ``CompressedWeight``); FLOPs
+of conv, linear, matmul and einsum; the layout ops
 and the bytes they move; and ANE-readiness findings, each with its reason and a citation
 from ``ane_vit/data/ane_ops.json``. Works on any OS: coremltools reads the program without
 the Core ML runtime. Nothing here is a latency: a finding says a program is shaped against
@@ -28,6 +30,7 @@ from __future__ import annotations
 from . import program as _program
 from .cli import main
 from .program import (
+    CompressedWeight,
     Finding,
     ModelLike,
     OpInfo,
@@ -50,6 +53,7 @@ __all__ = [
     "TensorInfo",
     "OpInfo",
     "Finding",
+    "CompressedWeight",
     "ProgramReport",
     "ane_rules",
     "analyze",

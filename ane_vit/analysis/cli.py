@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .._interrupt import check_interrupted, stops_on_ctrl_c
 from ..coreml_log import quiet_native_library_warnings
 from .program import analyze
 
 __all__ = ["main"]
 
 
+@stops_on_ctrl_c("python -m ane_vit.analysis")  # also a Ctrl-C swallowed while coremltools imports
 def main(argv: list[str] | None = None) -> int:
     """``python -m ane_vit.analysis model.mlpackage [--json] [--top N]``, or
     ``python -m ane_vit.analysis --rules --arch NAME [...]`` (Apple's Neural Engine rules)."""
@@ -35,8 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--top must be >= 0, got {args.top}")
     try:
         report = analyze(args.model)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError) as err:  # ane_vit.interpret.ProgramLoadError names the file
         parser.exit(2, f"error: {err}\n")
+    check_interrupted()  # a swallowed Ctrl-C: stop before printing a report
     sys.stdout.write((report.to_json() if args.json else report.table(top=args.top)) + "\n")
     return 0
 

@@ -24,6 +24,7 @@ __all__ = [
     "TensorInfo",
     "OpInfo",
     "Finding",
+    "CompressedWeight",
     "ProgramReport",
     "ane_rules",
     "analyze",
@@ -127,6 +128,28 @@ class Finding:
     citation: str
 
 
+@dataclass(frozen=True)
+class CompressedWeight:
+    """One weight the program stores compressed: ``constexpr_*`` ops expand it when the model loads.
+
+    ``name`` is the expanded weight's variable; ``method`` names the compression as the ops
+    store it (``palettized 4-bit``, ``int8 linear``, ``int4 blockwise``, ``pruned to 50%
+    sparsity``, several joined by `` + ``); ``op_types`` are the ``constexpr_*`` ops, outermost
+    first. ``stored_bytes`` are the bytes of their constant inputs (indices, tables, scales,
+    zero points, masks, nonzero values), what the file holds; ``dense_bytes`` the expanded weight.
+
+    Shapes: ``shape`` is the expanded weight's shape.
+    """
+
+    name: str
+    method: str
+    op_types: tuple[str, ...]
+    shape: tuple
+    dtype: str
+    stored_bytes: int
+    dense_bytes: int
+
+
 @dataclass
 class ProgramReport:
     """Everything ``analyze`` found in one program. Counts and bytes are facts, not latency."""
@@ -138,6 +161,7 @@ class ProgramReport:
     weight_bytes: int
     n_weights: int
     findings: list[Finding] = field(default_factory=list)
+    compressed: list[CompressedWeight] = field(default_factory=list)
 
     def histogram(self) -> Counter:
         """Op counts by type (const ops left out)."""
@@ -169,7 +193,26 @@ class ProgramReport:
             "findings": len(self.findings),
             "findings_by_severity": dict(Counter(f.severity for f in self.findings)),
             "findings_by_rule": dict(Counter(f.rule for f in self.findings)),
+            **self.compression_summary(),
         }
+
+    def compression_summary(self) -> dict[str, Any]:
+        """Weights stored compressed (behind ``constexpr_*`` ops): how many, bytes stored and
+        expanded, and the methods found (sorted, JSON-safe). Zeros and ``[]`` for a float program."""
+        return {
+            "compressed_weights": len(self.compressed),
+            "compressed_weight_bytes_stored": sum(w.stored_bytes for w in self.compressed),
+            "compressed_weight_bytes_dense": sum(w.dense_bytes for w in self.compressed),
+            "compression": sorted({w.method for w in self.compressed}),
+        }
+
+    def _compression_line(self) -> str:
+        c = self.compression_summary()
+        if not c["compressed_weights"]:
+            return "compressed weights: none (no constexpr_* op)"
+        stored, dense = c["compressed_weight_bytes_stored"], c["compressed_weight_bytes_dense"]
+        return (f"compressed weights: {c['compressed_weights']} behind constexpr_* ops ({', '.join(c['compression'])}): "
+                f"{stored / 1e6:.3f} MB stored, {dense / 1e6:.3f} MB expanded ({dense / max(stored, 1):.2f}x)")
 
     def to_dict(self) -> dict[str, Any]:
         """The whole report as plain JSON-safe Python (lists, dicts, str, int, float)."""
@@ -191,6 +234,10 @@ class ProgramReport:
                 for op in self.ops
             ],
             "findings": [asdict(f) for f in self.findings],
+            "compressed_weights": [
+                {**asdict(w), "op_types": list(w.op_types), "shape": [d if isinstance(d, int) else str(d) for d in w.shape]}
+                for w in self.compressed
+            ],
         }
 
     def to_json(self, path: str | os.PathLike | None = None, indent: int = 1) -> str:
@@ -204,29 +251,30 @@ class ProgramReport:
     def table(self, top: int = 10) -> str:
         """Printable text: totals, op histogram, the ``top`` largest activations, findings."""
         s = self.summary()
-        mib = 1 << 20
+        mb = 1e6  # decimal megabytes, as the book states sizes
         lines = [
             f"ML Program: {self.source}",
             "inputs:  " + ", ".join(f"{t.name} {_fmt_shape(t.shape)} {t.dtype}" for t in self.inputs),
             "outputs: " + ", ".join(f"{t.name} {_fmt_shape(t.shape)} {t.dtype}" for t in self.outputs),
             f"ops: {s['ops']} ({s['op_types']} types), FLOPs (2 x MACs of conv/linear/matmul/einsum): {s['flops']:,}",
-            f"weights: {s['weights']} const tensors, {s['weight_bytes'] / mib:.3f} MiB",
-            f"activations: {s['activation_bytes_dense'] / mib:.3f} MiB dense, "
-            f"{s['activation_bytes_padded'] / mib:.3f} MiB with the last axis padded to {ANE_ALIGN_BYTES} B "
+            f"weights: {s['weights']} const tensors, {s['weight_bytes'] / mb:.3f} MB",
+            self._compression_line(),
+            f"activations: {s['activation_bytes_dense'] / mb:.3f} MB dense, "
+            f"{s['activation_bytes_padded'] / mb:.3f} MB with the last axis padded to {ANE_ALIGN_BYTES} B "
             f"({100 * s['padding_waste_fraction']:.1f}% padding)",
-            f"layout ops: {s['layout_ops']} moving {s['layout_bytes_dense'] / mib:.3f} MiB dense, "
-            f"{s['layout_bytes_padded'] / mib:.3f} MiB padded",
+            f"layout ops: {s['layout_ops']} moving {s['layout_bytes_dense'] / mb:.3f} MB dense, "
+            f"{s['layout_bytes_padded'] / mb:.3f} MB padded",
             "",
             f"{'op type':<24}{'count':>7}",
         ]
         lines += [f"{k:<24}{v:>7}" for k, v in self.histogram().most_common()]
         lines += ["", f"largest {top} op outputs (by padded bytes):",
-                  f"{'op':<32}{'type':<16}{'shape':<24}{'dtype':<6}{'padded KiB':>12}{'waste %':>9}"]
+                  f"{'op':<32}{'type':<16}{'shape':<24}{'dtype':<6}{'padded kB':>12}{'waste %':>9}"]
         rows = sorted(((op, t) for op in self.ops for t in op.outputs), key=lambda r: -(r[1].padded_bytes or 0))
         for op, t in rows[:top]:
             pad = t.padded_bytes or 0
             waste = 100 * t.waste_bytes / pad if pad else 0.0
-            lines.append(f"{op.name[:31]:<32}{op.op_type:<16}{_fmt_shape(t.shape):<24}{t.dtype:<6}{pad / 1024:>12.1f}{waste:>9.1f}")
+            lines.append(f"{op.name[:31]:<32}{op.op_type:<16}{_fmt_shape(t.shape):<24}{t.dtype:<6}{pad / 1e3:>12.1f}{waste:>9.1f}")
         lines += ["", f"ANE-readiness findings: {len(self.findings)}"]
         by_rule: dict[str, list[Finding]] = {}
         for f in self.findings:
@@ -263,44 +311,11 @@ def _citation(keys: list[str]) -> str:
 
 
 def _load_program(model_or_path: ModelLike) -> tuple[Any, Any, str]:
-    """Return ``(MIL Program, spec or None, source label)`` for a model, a path or a Program."""
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    import coremltools as ct
-    from coremltools.converters.mil.mil.program import Program
+    """Return ``(MIL Program, spec or None, source label)``: ``ane_vit.interpret.read_program``,
+    the one loader (its errors name the file and the failure: see ``ane_vit.interpret.load``)."""
+    from ..interpret.load import read_program
 
-    if isinstance(model_or_path, Program):
-        return model_or_path, None, "MIL Program (in memory)"
-    if isinstance(model_or_path, (str, os.PathLike)):
-        path = os.fspath(model_or_path)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"expected a saved Core ML ML Program (.mlpackage directory), but {path!r} does not exist")
-        try:
-            model = ct.models.MLModel(path, skip_model_load=True)
-        except Exception as err:
-            raise ValueError(f"expected a Core ML model (.mlpackage) at {path!r}; coremltools could not read it: {err}") from err
-        source = path
-    elif isinstance(model_or_path, ct.models.MLModel):
-        model, source = model_or_path, "MLModel (in memory)"
-    else:
-        raise TypeError(f"expected a coremltools MLModel, a path to an .mlpackage or a MIL Program, got {type(model_or_path).__name__}")
-    spec = model.get_spec()
-    kind = spec.WhichOneof("Type")
-    if kind != "mlProgram":
-        raise ValueError(f"expected an ML Program (convert with convert_to='mlprogram'), got a Core ML model of type {kind!r}")
-    prog = getattr(model, "_mil_program", None)
-    if prog is None:
-        # A model loaded from disk carries only the protobuf spec: rebuild the MIL program
-        # from it (pure Python, works on any OS) with the weights from the package.
-        from coremltools.converters.mil.frontend.milproto.load import load as milproto_load
-
-        try:
-            prog = milproto_load(spec, spec.specificationVersion, model.weights_dir or "")
-        except Exception as err:  # e.g. "index out of bounds" from a truncated weight file
-            raise ValueError(
-                f"cannot read the ML Program at {source!r}: rebuilding it from its weights in "
-                f"{model.weights_dir!r} failed ({type(err).__name__}: {err}); is the weight file truncated or corrupt?"
-            ) from err
-    return prog, spec, source
+    return tuple(read_program(model_or_path))
 
 
 def _main_function(prog: Any, function: str | None = None) -> Any:
@@ -438,6 +453,66 @@ def _fmt_range(lower: int, upper: int) -> str:
     return f"{lower}..{upper}" if upper >= 0 else f"{lower}.."
 
 
+# --------------------------------------------------------------------------- compressed weights
+
+
+def _compression_method(op: Any) -> str:
+    """What one ``constexpr_*`` op stores, in words (from its inputs, not from any metadata)."""
+    from coremltools.converters.mil.mil import types
+
+    t = op.op_type
+    if t in ("constexpr_lut_to_dense", "constexpr_lut_to_sparse"):  # the latter: iOS18, a palettized sparse weight
+        lut = op.inputs["lut"]
+        entries = lut.shape[0] if "shape" in op.inputs else lut.shape[-2]  # iOS16: (2**n,); iOS18: (*blocks, 2**n, v)
+        groups = "" if "shape" in op.inputs or math.prod(lut.shape[:-2]) == 1 else ", grouped"
+        return f"palettized {int(round(math.log2(entries)))}-bit{groups}"
+    if t == "constexpr_affine_dequantize":
+        return f"{types.builtin_to_string(op.inputs['quantized_data'].dtype)} linear"
+    if t == "constexpr_blockwise_shift_scale":
+        return f"{types.builtin_to_string(op.inputs['data'].dtype)} blockwise"
+    if t == "constexpr_sparse_to_dense":
+        size = math.prod(op.outputs[0].shape)
+        nonzero = op.inputs["nonzero_data"].shape[0] if op.inputs["nonzero_data"].shape else 0
+        return f"pruned to {100 * (1 - nonzero / size):.0f}% sparsity" if size else "pruned"
+    if t == "constexpr_cast":
+        return f"stored as {types.builtin_to_string(op.inputs['source_val'].dtype)}"
+    return t
+
+
+def _compressed_weights(func: Any) -> list[CompressedWeight]:
+    """The weights behind ``constexpr_*`` ops that a computing op reads, each counted once with the
+    whole chain of ``constexpr_*`` ops that expands it (iOS 18 joins them, e.g. pruned + palettized)."""
+    found = []
+    for op in _walk(func):
+        if not op.op_type.startswith("constexpr_"):
+            continue
+        if not any(not c.op_type.startswith("constexpr_") for c in op.outputs[0].child_ops):
+            continue  # feeds only another constexpr op: counted with the outermost one
+        chain, stored, stack, seen = [], 0, [op], {op.name}
+        while stack:
+            cur = stack.pop()
+            chain.append(cur)
+            for v in _input_vars(cur):
+                if v.op is None or v.op.name in seen:
+                    continue
+                seen.add(v.op.name)  # once per op: constexpr_lut_to_sparse feeds both mask and values
+                if v.op.op_type.startswith("constexpr_"):
+                    stack.append(v.op)
+                else:  # a const input: indices, table, scale, zero point, mask, values
+                    stored += _tensor_info(v).dense_bytes or 0
+        info = _tensor_info(op.outputs[0])
+        found.append(CompressedWeight(
+            name=op.outputs[0].name,
+            method=" + ".join(dict.fromkeys(_compression_method(c) for c in chain)),
+            op_types=tuple(c.op_type for c in chain),
+            shape=info.shape,
+            dtype=info.dtype,
+            stored_bytes=stored,
+            dense_bytes=info.dense_bytes or 0,
+        ))
+    return found
+
+
 # --------------------------------------------------------------------------- rules
 
 
@@ -522,6 +597,7 @@ def analyze(model_or_path: ModelLike, function: str | None = None) -> ProgramRep
         weight_bytes=sum(weights.values()),
         n_weights=sum(1 for b in weights.values() if b),
         findings=_findings(func, ops, flex),
+        compressed=_compressed_weights(func),
     )
 
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from .methods import _load, _run
+from .methods import _load, _run, _source, _Weights, _weights
 
 __all__ = ["activation_ranges", "quantize_activations"]
 
@@ -27,46 +27,32 @@ __all__ = ["activation_ranges", "quantize_activations"]
 def activation_ranges(model, samples: Iterable[Mapping[str, np.ndarray]]) -> dict[str, dict[str, float]]:
     """``{tensor name: {"rmin": ..., "rmax": ...}}`` over ``samples``, for every input and float op output.
 
-    The program runs in ``ane_vit.interpret`` (float16 ops for a float16 program), op by op.
+    The program runs in ``ane_vit.interpret`` (float16 ops for a float16 program), op by op;
+    ``run_program``'s observer sees each value (the expanded ``constexpr_*`` weights are
+    left out: they are weights, not activations).
     """
-    from ..interpret import UnsupportedOpError, _main, _nptype, _read, _unsupported
-    from ..interpret.op_table import _OPS
-    from ..interpret.ops import _Args
+    from ..interpret import load_program, run_program
 
-    func = _main(_load(model))
-    bad = _unsupported(func)
-    if bad:
-        raise UnsupportedOpError(bad)
+    program = load_program(_load(model))
     stats: dict[str, dict[str, float]] = {}
 
-    def update(name: str, value: np.ndarray) -> None:
-        if value.dtype.kind != "f" or value.size == 0:
+    def observe(_name: str, op_type: str, outputs: Mapping[str, np.ndarray]) -> None:
+        if op_type.startswith("constexpr_"):
             return
-        low, high = float(value.min()), float(value.max())
-        entry = stats.setdefault(name, {"rmin": low, "rmax": high})
-        entry["rmin"], entry["rmax"] = min(entry["rmin"], low), max(entry["rmax"], high)
+        for name, value in outputs.items():
+            if value.dtype.kind != "f" or value.size == 0:
+                continue
+            low, high = float(value.min()), float(value.max())
+            entry = stats.setdefault(name, {"rmin": low, "rmax": high})
+            entry["rmin"], entry["rmax"] = min(entry["rmin"], low), max(entry["rmax"], high)
 
     count = 0
     for sample in samples:
         count += 1
-        env: dict = {}
-        for name, var in func.inputs.items():
-            env[var.name] = np.asarray(sample[name]).astype(_nptype(var))
-            update(var.name, env[var.name])
-        for op in func.operations:
-            if op.op_type == "const":
-                env[op.outputs[0].name] = op.outputs[0].val
-                continue
-            values = {k: [_read(v, env) for v in var] if isinstance(var, (list, tuple)) else _read(var, env)
-                      for k, var in op.inputs.items()}
-            result = _OPS[op.op_type](_Args(op, values))
-            for out, value in zip(op.outputs, result if isinstance(result, list) else [result]):
-                env[out.name] = np.asarray(value).astype(_nptype(out), copy=False)
-                if not op.op_type.startswith("constexpr_"):
-                    update(out.name, env[out.name])
+        run_program(program, sample, observer=observe)
     if count == 0:
         raise ValueError("samples is empty: activation ranges need at least one calibration input")
-    for out in func.outputs:  # coremltools keeps no range for the program's outputs
+    for out in program.functions["main"].outputs:  # coremltools keeps no range for the program's outputs
         stats.pop(out.name, None)
     return stats
 
@@ -88,7 +74,8 @@ def quantize_activations(model, samples: Iterable[Mapping[str, np.ndarray]], wei
     from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY
     from coremltools.models import utils as model_utils
 
-    model = _load(model)
+    given, model = model, _load(model)
+    found = _weights(model, given) if weights else _Weights(_source(given), (), 0)
     stats = activation_ranges(model, samples)
     config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric"))
     passes = []
@@ -108,4 +95,4 @@ def quantize_activations(model, samples: Iterable[Mapping[str, np.ndarray]], wei
         return out
 
     return _run(apply, model, None, "w8a8", {"nbits": 8, "weights": "int8 per channel" if weights else "float"},
-                {"calibration": "activation ranges (min/max) from ane_vit.interpret"})
+                {"calibration": "activation ranges (min/max) from ane_vit.interpret"}, weights=found, require_weights=weights)

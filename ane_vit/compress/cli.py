@@ -3,7 +3,14 @@
 Exactly one method per call: ``--palettize BITS [--group-size G]``, ``--int8``,
 ``--int4-block SIZE``, ``--prune FRACTION`` or ``--prune N:M``. As ``python -m ane_vit.export``:
 an existing output is never replaced without ``--overwrite``, errors are one clear line,
-each written file is one line (path, size, ratio to the input).
+each written file is one line (path, size, ratio to the input, weights compressed).
+
+Nothing lost, nothing silent: the output path is resolved once (``~`` expanded) and checked
+(existing, unwritable folder) before any work; the input is checked to be a whole program;
+a method that would compress no weight, or a program with NaN or infinite weights, is
+refused; the program is saved atomically (``ane_vit.export.save_program``: an interrupted
+``--overwrite`` keeps the old program); a Ctrl-C stops the command without writing, even one
+that arrives while coremltools imports its dependencies (``ane_vit._interrupt``).
 """
 
 from __future__ import annotations
@@ -11,9 +18,11 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from .._interrupt import check_interrupted, stops_on_ctrl_c
 from . import methods
 
 
@@ -55,9 +64,25 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _write_json_atomically(text: str, output: Path) -> None:
+    """Write ``text`` to a temporary file beside ``output``, then rename it into place."""
+    check_interrupted()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, output)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _study(argv: Sequence[str]) -> int:
     """``python -m ane_vit.compress study [-o FILE] [--overwrite]``: every method on tiny-moat-0 at 256."""
     import json
+
+    from ..export.paths import _check_target
 
     parser = argparse.ArgumentParser(prog="python -m ane_vit.compress study",
                                      description="Compress tiny-moat-0 (256x256, random non-trivial weights) with every method; "
@@ -65,23 +90,27 @@ def _study(argv: Sequence[str]) -> int:
     parser.add_argument("-o", "--output", default="results/compression_tiny_moat.json", metavar="FILE")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     args = parser.parse_args(argv)
-    output = Path(args.output)
-    if output.exists() and not args.overwrite:
-        parser.error(f"{output} already exists; pass --overwrite to replace it")
+    output = Path(os.path.expanduser(args.output)).absolute()
+    try:
+        _check_target(output, args.overwrite)  # existing file, unwritable folder: before minutes of work
+    except OSError as err:
+        parser.error(str(err))
     from .study import compression_study
 
     result = compression_study(log=print)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n")
+    _write_json_atomically(json.dumps(result, indent=2) + "\n", output)
     print(output)
     return 0
 
 
+@stops_on_ctrl_c("python -m ane_vit.compress")
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m ane_vit.compress IN.mlpackage METHOD -o OUT.mlpackage``; returns the exit status.
 
-    Usage errors (no input, existing output without ``--overwrite``, an option the method
-    does not take, a program whose target is too old for the method) exit with status 2.
+    Usage errors (no input, an input that is not a program, an existing output without
+    ``--overwrite``, an output folder that cannot be written, an option the method does not
+    take, a program whose target is too old for the method, a method that would compress no
+    weight, non-finite weights) exit with status 2 and write nothing; Ctrl-C exits with 130.
     """
     os.environ.setdefault("TQDM_DISABLE", "1")
     argv = list(argv) if argv is not None else None
@@ -89,19 +118,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if (argv if argv is not None else sys.argv[1:])[:1] == ["study"]:
         return _study((argv if argv is not None else sys.argv[1:])[1:])
+    return _compress(argv)
+
+
+def _compress(argv: list[str] | None) -> int:
+    from ..export import resolve_target, save_program
+
     parser = _build_parser()
     args = parser.parse_args(argv)
-    source, target = Path(args.input), Path(args.output)
-    if not source.exists():
-        parser.error(f"no such input: {source}")
-    if target.suffix != ".mlpackage":
-        parser.error(f"the output must be a .mlpackage path, got {str(target)!r}")
-    if target.resolve() == source.resolve():
-        parser.error("the output must differ from the input")
-    if target.exists() and not args.overwrite:
-        parser.error(f"{target} already exists; pass --overwrite to replace it")
     if args.group_size is not None and args.palettize is None:
         parser.error("--group-size goes with --palettize")
+    source = Path(os.path.expanduser(args.input))
+    if not source.exists():
+        parser.error(f"no such input: {args.input}")
+    wanted = Path(os.path.expanduser(args.output)).absolute()
+    if wanted == source.absolute() or wanted.resolve() == source.resolve():
+        parser.error("the output must differ from the input")
+    try:
+        target = resolve_target(args.output, overwrite=args.overwrite)  # '~' expanded once, checked before the work
+    except (ValueError, OSError) as err:
+        parser.error(str(err))
     try:
         if args.palettize is not None:
             out = methods.palettize(source, args.palettize, group_size=args.group_size)
@@ -115,13 +151,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = methods.prune_magnitude(source, args.prune)
     except (ValueError, TypeError) as err:
         parser.error(str(err))
-    if target.is_file():
-        target.unlink()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    out.save(str(target))
+    try:
+        target = save_program(out, target, overwrite=args.overwrite)
+    except (ValueError, OSError) as err:  # the output appeared, or its folder went, during the work
+        parser.error(str(err))
     from ..export.metadata import package_nbytes
 
     size, before = package_nbytes(target), package_nbytes(source)
     record = methods.compression_record(out)
-    print(f"{target}  {size / 1e6:.3f} MB  ({before / size:.2f}x smaller than the input)  {methods.record_summary(record)}")
+    print(f"{target}  {size / 1e6:.3f} MB  ({before / size:.2f}x smaller than the input)  "
+          f"{methods.record_summary(record)}; {methods.weights_summary(record)}")
     return 0

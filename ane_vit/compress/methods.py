@@ -20,6 +20,15 @@ A method that needs iOS 18 must be given a program converted with
 ``minimum_deployment_target="iOS18"`` (coremltools cannot raise the target of a converted
 program); ``compress`` says so in its error.
 
+Nothing silent: every method first refuses a program with a non-finite weight (NaN or
+infinity would become NaN scales, tables or thresholds) and a program with nothing it could
+compress (no float weight of more than ``WEIGHT_THRESHOLD`` elements, e.g. one already
+compressed). coremltools skips a weight a setting does not fit (a group size or block size
+that does not divide its channels, n:m with ``m`` over half of them) with a log line and
+goes on; here its skips are collected, the weights actually compressed are counted in the
+result, and a method that compressed none of them raises ``ValueError`` with coremltools'
+reasons. The record says how many weights (constants and elements) were compressed.
+
 Pitfall worked around (coremltools 9.0 + numpy 2): ``OpMagnitudePrunerConfig(target_sparsity=...)``
 on a float16 program prunes nothing, because ``np.percentile`` of a float16 array of more
 than 65,504 elements overflows to NaN. ``prune_magnitude`` computes each weight's threshold
@@ -31,9 +40,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from numbers import Real
 
 import numpy as np
+
+from .._checks import positive_int
 
 __all__ = [
     "PALETTE_BITS",
@@ -45,6 +59,7 @@ __all__ = [
     "prune_n_m",
     "compression_record",
     "record_summary",
+    "weights_summary",
     "weight_sparsity",
 ]
 
@@ -66,16 +81,129 @@ _RECORD_KEY = "ane_vit.compression"
 
 
 def _load(model):
+    """An ``MLModel`` (returned as is) or a saved ``.mlpackage`` path, read by ``ane_vit.interpret.load_mlmodel``
+    (its errors name the file: not a program, missing or truncated weights...)."""
     os.environ.setdefault("TQDM_DISABLE", "1")
     import coremltools as ct
 
     if isinstance(model, (str, os.PathLike)):
-        if not os.path.exists(model):
-            raise ValueError(f"no such .mlpackage: {os.fspath(model)!r}")
-        return ct.models.MLModel(os.fspath(model), skip_model_load=True)
+        from ..interpret import load_mlmodel
+
+        return load_mlmodel(model)
     if not isinstance(model, ct.models.MLModel):
         raise TypeError(f"model must be a coremltools MLModel or a path to an .mlpackage, got {type(model).__name__}")
     return model
+
+
+def _source(given) -> str:
+    return repr(os.fspath(given)) if isinstance(given, (str, os.PathLike)) else "the program"
+
+
+@dataclass(frozen=True)
+class _Weight:
+    name: str
+    shape: tuple[int, ...]
+    size: int
+
+
+@dataclass(frozen=True)
+class _Weights:
+    """What a method may compress in one program: its float weights of more than ``WEIGHT_THRESHOLD`` elements."""
+
+    source: str
+    candidates: tuple[_Weight, ...]
+    constexpr_ops: int  # weights the program already stores compressed
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(w.name for w in self.candidates)
+
+
+def _float_consts(func) -> Iterator[tuple[object, np.ndarray]]:
+    """Every float ``const`` op of ``func`` that feeds another op, with its value."""
+    for op in func.operations:
+        if op.op_type != "const":
+            continue
+        val = op.outputs[0].val
+        if isinstance(val, np.ndarray) and val.dtype.kind == "f" and any(op.outputs[0].child_ops):
+            yield op, val
+
+
+def _weights(model, given) -> _Weights:
+    """Check ``model`` before compressing it: every float weight finite, something to compress.
+
+    Raises ``ValueError`` naming the weights that hold NaN or infinity (they would turn int8
+    scales, k-means tables and magnitude thresholds into NaN), or saying that no weight can be
+    compressed (none above the size threshold: already compressed, or too small).
+    """
+    from ..interpret import load_program
+
+    func = load_program(model).functions["main"]
+    source = _source(given)
+    bad, candidates = [], []
+    for op, val in _float_consts(func):
+        finite = np.isfinite(val)
+        if not finite.all():
+            bad.append(f"{op.name} {tuple(val.shape)}: {int(np.isnan(val).sum())} NaN, {int(np.isinf(val).sum())} infinite")
+        if val.size > WEIGHT_THRESHOLD:
+            candidates.append(_Weight(op.name, tuple(int(d) for d in val.shape), int(val.size)))
+    if bad:
+        listed = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise ValueError(f"{source} has {len(bad)} weight(s) with NaN or infinite values ({listed}): compressing them "
+                         "would write a program of NaN; fix the weights (a diverged training?) and export again")
+    constexpr = sum(1 for op in func.operations if op.op_type.startswith("constexpr_"))
+    if not candidates:
+        why = (f"it already stores {constexpr} weight(s) compressed (constexpr_* ops)" if constexpr
+               else "coremltools leaves smaller weights uncompressed")
+        raise ValueError(f"{source} has no float weight of more than {WEIGHT_THRESHOLD:,} elements to compress: {why}")
+    return _Weights(source, tuple(candidates), constexpr)
+
+
+@contextmanager
+def _coremltools_log(records: list[str]) -> Iterator[None]:
+    """Collect (and keep off the terminal) coremltools' log lines: its per-weight "Skipped" notes.
+
+    Most come from the ``coremltools`` logger; ``coremltools.optimize._utils`` logs on the
+    root logger (its block-size checks), so records from coremltools files are taken there too.
+    """
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    def from_coremltools(record: logging.LogRecord) -> bool:
+        if f"{os.sep}coremltools{os.sep}" in record.pathname and record.levelno >= logging.WARNING:
+            records.append(record.getMessage())
+            return False
+        return True
+
+    logger, root = logging.getLogger("coremltools"), logging.getLogger()
+    saved = logger.level, logger.propagate, list(logger.handlers)
+    logger.handlers, logger.propagate = [_Collect(logging.WARNING)], False
+    logger.setLevel(logging.WARNING)
+    root.addFilter(from_coremltools)
+    try:
+        yield
+    finally:
+        root.removeFilter(from_coremltools)
+        logger.setLevel(saved[0])
+        logger.propagate, logger.handlers = saved[1], saved[2]
+
+
+def _compressed(out, weights: _Weights) -> list[_Weight]:
+    """The candidate weights that ``out`` no longer stores as plain ``const`` ops (coremltools
+    replaces each compressed one by ``constexpr_*`` ops)."""
+    from ..interpret import load_program
+
+    still = {op.name for op, _ in _float_consts(load_program(out).functions["main"])}
+    return [w for w in weights.candidates if w.name not in still]
+
+
+def _skip_reasons(records: list[str]) -> str:
+    """coremltools' distinct reasons for skipping weights, the generic "Skipped this op" lines left out."""
+    specific = [r for r in records if not r.startswith(("Cannot perform", "op named "))] or records
+    reasons = list(dict.fromkeys(r.strip() for r in specific))
+    return "; ".join(reasons[:3]) + (f"; and {len(reasons) - 3} more" if len(reasons) > 3 else "") if reasons else \
+        "it gave no reason"
 
 
 def _opset(model) -> int:
@@ -94,18 +222,30 @@ def _require_target(model, method: str) -> None:
         )
 
 
-def _run(fn: Callable, model, config, method: str, params: dict, record_extra: dict | None = None):
-    """Apply a coremltools compression function quietly and record it in the metadata."""
+def _run(fn: Callable, model, config, method: str, params: dict, record_extra: dict | None = None,
+         weights: _Weights | None = None, require_weights: bool = True):
+    """Apply a coremltools compression function quietly, check what it did, record it in the metadata.
+
+    ``weights`` (from ``_weights``) are what the method could compress; with ``require_weights``
+    a result that compressed none of them raises ``ValueError`` with coremltools' reasons.
+    """
     import coremltools as ct
 
-    logger = logging.getLogger("coremltools")
-    level = logger.level
-    logger.setLevel(logging.ERROR)  # one warning per skipped small constant otherwise
-    try:
+    weights = weights if weights is not None else _weights(model, model)
+    records: list[str] = []
+    with _coremltools_log(records):
         out = fn(model, config)
-    finally:
-        logger.setLevel(level)
+    done = _compressed(out, weights)
     record = {"method": method, **params, "minimum_target": METHOD_TARGETS[method], "coremltools": ct.__version__}
+    if require_weights and not done:
+        raise ValueError(
+            f"{record_summary(record)} compresses none of the {len(weights.candidates)} weight(s) of {weights.source} "
+            f"that it could take (float, more than {WEIGHT_THRESHOLD:,} elements), so it is refused: coremltools "
+            f"skipped each one ({_skip_reasons(records)})")
+    record["weights_compressed"] = len(done)
+    record["weights_considered"] = len(weights.candidates)
+    record["elements_compressed"] = sum(w.size for w in done)
+    record["elements_considered"] = sum(w.size for w in weights.candidates)
     record.update(record_extra or {})
     meta = dict(model.user_defined_metadata)
     meta[_RECORD_KEY] = json.dumps(record)
@@ -115,6 +255,14 @@ def _run(fn: Callable, model, config, method: str, params: dict, record_extra: d
         setattr(out, attr, getattr(model, attr))
     out.short_description = f"{model.short_description} Compressed: {record_summary(record)}.".strip()
     return out
+
+
+def weights_summary(record: dict) -> str:
+    """How many weights a compression record says were compressed, e.g. ``2 of 2 weights (73,728 of 73,728 values)``."""
+    if "weights_compressed" not in record:
+        return "weights compressed: not recorded"
+    return (f"{record['weights_compressed']} of {record['weights_considered']} weights "
+            f"({record['elements_compressed']:,} of {record['elements_considered']:,} values) compressed")
 
 
 def record_summary(record: dict) -> str:
@@ -141,67 +289,62 @@ def compression_record(model) -> dict | None:
     return json.loads(text) if text else None
 
 
+def _bits(nbits) -> int:
+    if isinstance(nbits, (bool, np.bool_)) or not isinstance(nbits, (int, np.integer)) or int(nbits) not in PALETTE_BITS:
+        raise ValueError(f"nbits must be one of {PALETTE_BITS}, got {nbits!r}")
+    return int(nbits)
+
+
 def palettize(model, nbits: int, group_size: int | None = None):
     """k-means palettization: each weight becomes an index into a table of ``2**nbits`` values.
 
     ``group_size=None``: one table per tensor (iOS 16). ``group_size=G``: one table per group
-    of ``G`` output channels (iOS 18; the program must target iOS 18).
+    of ``G`` output channels (iOS 18; the program must target iOS 18; ``G`` must divide the
+    output channels of a weight for it to be compressed). Numpy integers are accepted.
     """
     import coremltools.optimize.coreml as cto
 
-    model = _load(model)
-    if nbits not in PALETTE_BITS:
-        raise ValueError(f"nbits must be one of {PALETTE_BITS}, got {nbits!r}")
+    nbits = _bits(nbits)
+    if group_size is not None:
+        group_size = positive_int(group_size, "group_size")
+    given, model = model, _load(model)
     if group_size is None:
         op = cto.OpPalettizerConfig(nbits=nbits, mode="kmeans", granularity="per_tensor")
         method = "palettize"
     else:
-        if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
-            raise ValueError(f"group_size must be a positive int, got {group_size!r}")
         method = "palettize-grouped"
         _require_target(model, method)
         op = cto.OpPalettizerConfig(nbits=nbits, mode="kmeans", granularity="per_grouped_channel", group_size=group_size)
+    weights = _weights(model, given)
     return _run(cto.palettize_weights, model, cto.OptimizationConfig(global_config=op), method,
-                {"nbits": nbits, "group_size": group_size})
+                {"nbits": nbits, "group_size": group_size}, weights=weights)
 
 
 def quantize_int8(model):
     """Linear symmetric int8 weights with one scale per output channel (iOS 16)."""
     import coremltools.optimize.coreml as cto
 
-    model = _load(model)
+    given, model = model, _load(model)
+    weights = _weights(model, given)
     op = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel")
-    return _run(cto.linear_quantize_weights, model, cto.OptimizationConfig(global_config=op), "int8", {"nbits": 8})
+    return _run(cto.linear_quantize_weights, model, cto.OptimizationConfig(global_config=op), "int8", {"nbits": 8},
+                weights=weights)
 
 
 def quantize_int4_block(model, block_size: int = 32):
-    """Linear symmetric int4 weights with one scale per block of ``block_size`` input channels (iOS 18)."""
+    """Linear symmetric int4 weights with one scale per block of ``block_size`` input channels (iOS 18).
+
+    ``block_size`` must divide a weight's input channels for it to be compressed.
+    """
     import coremltools.optimize.coreml as cto
 
-    model = _load(model)
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+    block_size = positive_int(block_size, "block_size")
+    given, model = model, _load(model)
     _require_target(model, "int4-block")
+    weights = _weights(model, given)
     op = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4", granularity="per_block", block_size=block_size)
     return _run(cto.linear_quantize_weights, model, cto.OptimizationConfig(global_config=op), "int4-block",
-                {"nbits": 4, "block_size": block_size})
-
-
-def _prunable_consts(model) -> list:
-    """The const ops coremltools' pruner would consider: float tensors > WEIGHT_THRESHOLD elements, used by an op."""
-    from ..interpret import load_program
-
-    func = load_program(model).functions["main"]
-    found = []
-    for op in func.operations:
-        if op.op_type != "const":
-            continue
-        val = op.outputs[0].val
-        if not isinstance(val, np.ndarray) or val.size <= WEIGHT_THRESHOLD or val.dtype.kind != "f":
-            continue
-        if any(op.outputs[0].child_ops):
-            found.append(op)
-    return found
+                {"nbits": 4, "block_size": block_size}, weights=weights)
 
 
 def prune_magnitude(model, sparsity: float):
@@ -210,35 +353,46 @@ def prune_magnitude(model, sparsity: float):
     Each weight's threshold is the ``sparsity`` quantile of its absolute values computed in
     float32, applied with ``OpThresholdPrunerConfig``: coremltools 9.0's own
     ``target_sparsity`` computes it in the weight's dtype, which overflows to NaN for float16
-    tensors of more than 65,504 elements and then prunes nothing.
+    tensors of more than 65,504 elements and then prunes nothing. ``sparsity`` may be any
+    real number type (``np.float32`` too); it is recorded as a Python float.
     """
     import coremltools.optimize.coreml as cto
 
-    model = _load(model)
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 < sparsity < 1:
+    if isinstance(sparsity, (bool, np.bool_)) or not isinstance(sparsity, Real) or not 0 < float(sparsity) < 1:
         raise ValueError(f"sparsity must be a number strictly between 0 and 1, got {sparsity!r}")
+    sparsity = float(sparsity)
+    given, model = model, _load(model)
+    weights = _weights(model, given)
+    from ..interpret import load_program
+
+    consts = {op.name: op for op in load_program(model).functions["main"].operations if op.name in weights.names}
     configs = {}
-    for op in _prunable_consts(model):
-        magnitude = np.abs(op.outputs[0].val.astype(np.float32))
+    for name in weights.names:
+        magnitude = np.abs(consts[name].outputs[0].val.astype(np.float32))
         threshold = float(np.quantile(magnitude, sparsity, method="lower"))  # an entry of the tensor
-        configs[op.name] = cto.OpThresholdPrunerConfig(
+        configs[name] = cto.OpThresholdPrunerConfig(
             threshold=max(threshold, 1e-12), minimum_sparsity_percentile=0.0, weight_threshold=WEIGHT_THRESHOLD
         )
-    if not configs:
-        raise ValueError(f"the program has no weight with more than {WEIGHT_THRESHOLD} elements to prune")
     return _run(cto.prune_weights, model, cto.OptimizationConfig(op_name_configs=configs), "prune",
-                {"sparsity": float(sparsity)}, {"threshold": "per weight, float32 quantile"})
+                {"sparsity": sparsity}, {"threshold": "per weight, float32 quantile"}, weights=weights)
 
 
 def prune_n_m(model, n: int = 2, m: int = 4):
-    """Structured n:m pruning: in every block of ``m`` input channels, the ``n`` smallest are zero (iOS 16)."""
+    """Structured n:m pruning: in every block of ``m`` input channels, the ``n`` smallest are zero (iOS 16).
+
+    coremltools prunes a weight only if ``m`` is at most half its input channels.
+    """
     import coremltools.optimize.coreml as cto
 
-    model = _load(model)
-    if not (isinstance(n, int) and isinstance(m, int) and 0 < n < m):
-        raise ValueError(f"n:m needs integers 0 < n < m, got {n}:{m}")
+    ints = all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in (n, m))
+    if not (ints and 0 < n < m):
+        raise ValueError(f"n:m needs integers 0 < n < m, got {n!r}:{m!r}")
+    n, m = int(n), int(m)
+    given, model = model, _load(model)
+    weights = _weights(model, given)
     op = cto.OpMagnitudePrunerConfig(n_m_ratio=(n, m))
-    return _run(cto.prune_weights, model, cto.OptimizationConfig(global_config=op), "prune-n:m", {"n": n, "m": m})
+    return _run(cto.prune_weights, model, cto.OptimizationConfig(global_config=op), "prune-n:m", {"n": n, "m": m},
+                weights=weights)
 
 
 def weight_sparsity(model) -> float:

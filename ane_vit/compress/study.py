@@ -45,7 +45,7 @@ _FUNCTIONS = {
 def compression_study(base_arch: str = "tiny-moat-0", size: int = 256, seed: int = 0,
                       log: Callable[[str], None] | None = None) -> dict:
     """Bytes, ratio to float16 and output PSNR against the float16 program, per method (JSON-ready)."""
-    from ..export import export_model, package_nbytes
+    from ..export import export_model, package_nbytes, save_program
     from ..export.metadata import _dist_version
     from ..interpret import run_program
     from ..moat import build_model
@@ -67,8 +67,7 @@ def compression_study(base_arch: str = "tiny-moat-0", size: int = 256, seed: int
                      "minimum_target": "iOS16"})
         for name, (method, kwargs, target) in STUDY_METHODS.items():
             out = _FUNCTIONS[method](programs[target], **kwargs)
-            path = Path(tmp) / f"{len(rows)}.mlpackage"
-            out.save(str(path))
+            path = save_program(out, Path(tmp) / f"{len(rows)}.mlpackage")
             got = run_program(path, {"x": x.numpy()})
             worst = min(psnr(reference[k], got[k]) for k in reference)
             family = "palettize-grouped" if "group_size" in kwargs else method

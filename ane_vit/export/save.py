@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._interrupt import check_interrupted
 from ..attention import PEType
 from ..moat import ATTENTION_MODES
 from .convert import (
@@ -181,7 +182,10 @@ def _save_atomically(mlmodel, target: Path) -> None:
     one folder, hence one file system. An interrupted or failed save leaves the old
     package as it was and no temporary folder behind. The output folder is created here,
     at the last moment, and removed again if this save fails and leaves it empty.
+    A Ctrl-C that a dependency swallowed earlier (``ane_vit._interrupt``) stops it before
+    anything is written, and one swallowed during the copy before the rename.
     """
+    check_interrupted()
     made = [p for p in (target.parent, *target.parent.parents) if not p.exists()]  # deepest first
     target.parent.mkdir(parents=True, exist_ok=True)
     saved = False
@@ -189,6 +193,7 @@ def _save_atomically(mlmodel, target: Path) -> None:
     try:
         new, old = staging / target.name, staging / "replaced"
         _save_package(mlmodel, new)
+        check_interrupted()
         if target.exists() or target.is_symlink():
             os.rename(target, old)  # the old package (or file) moves aside, still whole
             try:

@@ -27,27 +27,56 @@ what the PyTorch model computes. The book's export-and-inspection chapter (chapt
 
 Shapes: every op's result is checked against the static shape that ``coremltools``
 inferred for its output variable; a mismatch raises ``RuntimeError`` naming the op.
+
+Reading programs: ``load_program`` / ``read_program`` (``ane_vit.interpret.load``) are the one
+loader of saved programs, shared with ``ane_vit.analysis`` and ``ane_vit.compress``; each way a
+path can fail to be a program has its own ``ProgramLoadError`` subclass and a message that
+names the file and says what to do. Watching a run: ``run_program(..., observer=fn)`` calls
+``fn(name, op_type, outputs)`` with every input and op output (``compress.activation_ranges``
+calibrates W8A8 this way).
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from ..testing import ParityReport, assert_parity
+from .load import (
+    CorruptWeightsError,
+    MissingWeightsError,
+    NotAProgramError,
+    ProgramLoadError,
+    ProgramNotFoundError,
+    TruncatedWeightsError,
+    UnsupportedSpecError,
+    load_mlmodel,
+    load_program,
+    read_program,
+)
 from .op_table import _OPS, _SETTINGS
 from .ops import _Args, _out_shape
 
 __all__ = [
     "SUPPORTED_OPS",
     "UnsupportedOpError",
+    "ProgramLoadError",
+    "ProgramNotFoundError",
+    "NotAProgramError",
+    "UnsupportedSpecError",
+    "MissingWeightsError",
+    "TruncatedWeightsError",
+    "CorruptWeightsError",
     "load_program",
+    "read_program",
+    "load_mlmodel",
     "unsupported_ops",
     "run_program",
     "program_parity",
+    "Observer",
 ]
 
 
@@ -67,58 +96,6 @@ class UnsupportedOpError(ValueError):
 
 SUPPORTED_OPS: frozenset[str] = frozenset(_OPS) | {"const"}
 """MIL op types that ``run_program`` executes (``const`` included)."""
-
-
-# ---------------------------------------------------------------------------------------
-# Program access
-
-
-def load_program(model):
-    """The MIL program of ``model``.
-
-    ``model`` may be a ``coremltools`` ``MLModel`` (converted in memory, or loaded from disk
-    with ``skip_model_load=True``), a path to a saved ``.mlpackage``, or a MIL ``Program``.
-    A model loaded from disk has no ``_mil_program``; its program is rebuilt from the
-    protobuf spec and the weight file with ``coremltools``' own MIL-proto loader.
-    """
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    from coremltools.converters.mil.mil import Program
-
-    if isinstance(model, Program):
-        return model
-    if isinstance(model, (str, os.PathLike)):
-        import coremltools as ct
-
-        path = os.fspath(model)
-        if not os.path.exists(path):
-            raise ValueError(f"no such .mlpackage: {path!r}")
-        try:
-            model = ct.models.MLModel(path, skip_model_load=True)
-        except Exception as err:  # e.g. a protobuf DecodeError for a file that is not a model
-            raise ValueError(
-                f"expected a Core ML ML Program (.mlpackage) at {path!r}; coremltools could not read it "
-                f"({type(err).__name__}: {err})"
-            ) from err
-        source = path
-    else:
-        source = "MLModel (in memory)"
-    prog = getattr(model, "_mil_program", None)
-    if prog is not None:
-        return prog
-    if not hasattr(model, "get_spec"):
-        raise TypeError(f"model must be an MLModel, a MIL Program or a path to an .mlpackage, got {type(model).__name__}")
-    spec = model.get_spec()
-    if spec.WhichOneof("Type") != "mlProgram":
-        raise ValueError(f"model must be an ML Program (mlprogram), got a {spec.WhichOneof('Type')} model")
-    from coremltools.converters.mil.frontend.milproto.load import load
-
-    try:
-        return load(model_spec=spec, specification_version=spec.specificationVersion, file_weights_dir=model.weights_dir)
-    except Exception as err:  # e.g. "index out of bounds" from a truncated weight file
-        raise ValueError(
-            f"cannot read the ML Program at {source!r}: rebuilding it from its weights in "
-            f"{model.weights_dir!r} failed ({type(err).__name__}: {err}); is the weight file truncated or corrupt?"
-        ) from err
 
 
 def _main(model):
@@ -172,16 +149,61 @@ def _read(var, env: dict):
     raise RuntimeError(f"variable {var.name!r} is used before it is computed")
 
 
-def run_program(model, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+#: ``observer(name, op_type, {output name: array})``, called by ``run_program`` for each value it makes.
+Observer = Callable[[str, str, Mapping[str, np.ndarray]], None]
+
+
+def _numeric_input(name: str, value, shape: tuple) -> np.ndarray:
+    """``value`` as a numeric numpy array, or a ``TypeError`` naming the input."""
+    got = "None" if value is None else f"{type(value).__name__} {value!r}" if isinstance(value, (str, bytes)) else type(value).__name__
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if value is not None and not isinstance(value, (str, bytes)):
+        try:
+            array = np.asarray(value)
+        except (ValueError, TypeError):  # ragged nested lists
+            array = None
+        if array is not None and array.dtype.kind in "biuf":
+            return array
+        if array is not None and isinstance(value, (np.ndarray, list, tuple)):
+            got = f"{got} of dtype {array.dtype}"
+    raise TypeError(f"input {name!r} must be a numeric array (a numpy array or a CPU tensor) of shape {shape}, got {got}")
+
+
+def _warn_non_finite(name: str, given: np.ndarray, cast: np.ndarray) -> None:
+    """Warn when an input holds NaN or infinity once cast to the program's dtype (one NaN
+    pixel reaches every output a convolution or an attention mixes it into)."""
+    if cast.dtype.kind != "f":
+        return
+    finite = np.isfinite(cast)
+    if finite.all():
+        return
+    nan, inf = int(np.isnan(cast).sum()), int(np.isinf(cast).sum())
+    overflowed = int((~finite & np.isfinite(given)).sum()) if given.dtype.kind == "f" else int((~finite).sum())
+    why = (f"; {overflowed} of them are finite values beyond {cast.dtype}'s range (largest "
+           f"{float(np.finfo(cast.dtype).max):,.0f}), made infinite by the cast to the program's {cast.dtype} input"
+           if overflowed else "")
+    warnings.warn(f"input {name!r} holds {nan} NaN and {inf} infinite values of {cast.size}{why}: every output they "
+                  "reach will be NaN or infinite", RuntimeWarning, stacklevel=3)
+
+
+def run_program(model, inputs: Mapping[str, np.ndarray], *, observer: Observer | None = None) -> dict[str, np.ndarray]:
     """Execute the ``main`` function of an ML Program on numpy inputs.
 
     Every op type is checked before anything runs: ``UnsupportedOpError`` names all the
     unsupported ones at once. Inputs are cast to the program's input dtypes (float16 for a
-    float16 program); each op's result is cast to its output var's dtype.
+    float16 program); each op's result is cast to its output var's dtype. An input that is
+    not numeric (a string, None) raises ``TypeError``; one that holds NaN or infinity after
+    that cast (including a float32 value too large for float16) gets a ``RuntimeWarning``.
 
     Args:
         model: an ``MLModel``, a path to an ``.mlpackage``, or a MIL ``Program``.
         inputs: one array (or CPU tensor) per program input, by name, of the exact shape.
+        observer: if given, called as ``observer(name, op_type, outputs)`` with each value the
+            run makes, in program order: first each input (``op_type`` ``"input"``, name the
+            input's), then each non-``const`` op (``constexpr_*`` ops included) with
+            ``{output name: array}`` in the output's dtype. ``compress.activation_ranges``
+            records activation ranges this way.
 
     Returns:
         ``{output name: array}`` in the program's output order and dtypes.
@@ -198,15 +220,19 @@ def run_program(model, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray
     if sorted(inputs) != sorted(expected):
         raise ValueError(f"inputs must be exactly {expected}, got {sorted(inputs)}")
 
+    if observer is not None and not callable(observer):
+        raise TypeError(f"observer must be callable as observer(name, op_type, outputs), got {type(observer).__name__}")
     env: dict = {}
     for name, var in func.inputs.items():
-        value = inputs[name]
-        if isinstance(value, torch.Tensor):
-            value = value.detach().cpu().numpy()
-        value = np.asarray(value)
+        value = _numeric_input(name, inputs[name], tuple(var.shape))
         if tuple(value.shape) != tuple(var.shape):
             raise ValueError(f"input {name!r} must have shape {tuple(var.shape)}, got {tuple(value.shape)}")
-        env[var.name] = value.astype(_nptype(var))
+        with np.errstate(over="ignore", invalid="ignore"):  # _warn_non_finite says it, naming the input
+            env[var.name] = value.astype(_nptype(var))
+        _warn_non_finite(name, value, env[var.name])
+    if observer is not None:
+        for name, var in func.inputs.items():
+            observer(name, "input", {var.name: env[var.name]})
 
     for op in func.operations:
         if op.op_type == "const":
@@ -228,6 +254,8 @@ def run_program(model, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray
             if shape is not None and value.shape != shape:
                 raise RuntimeError(f"op {op.name!r} ({op.op_type}) produced shape {value.shape}, the program declares {shape}")
             env[out.name] = value
+        if observer is not None:
+            observer(op.name, op.op_type, {out.name: env[out.name] for out in op.outputs})
     return {out.name: env[out.name] for out in func.outputs}
 
 
