@@ -117,7 +117,7 @@ def test_quantize_and_dequantize_ops_follow_the_mil_definition():
 
 
 def test_iOS18_methods_refuse_an_iOS16_program_with_the_fix(programs):
-    with pytest.raises(ValueError, match="re-export it with minimum_deployment_target='iOS18'"):
+    with pytest.raises(ValueError, match=r"--deployment-target iOS18` \(in Python: minimum_deployment_target='iOS18'\)"):
         compress.quantize_int4_block(programs["iOS16"], 32)
     with pytest.raises(ValueError, match="iOS18"):
         compress.palettize(programs["iOS16"], 4, group_size=16)

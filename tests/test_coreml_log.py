@@ -102,10 +102,7 @@ def test_progress_bars_are_hidden_unless_asked_for(quiet):
     ("ane_vit.analysis.cli", ["--top", "-1", "no-such.mlpackage"]),
     ("ane_vit.analysis.cli", ["--rules"]),  # the rules path converts too (its survey)
     ("ane_vit.bench.cli", ["--help"]),
-    pytest.param("ane_vit.compress.cli", ["--help"], marks=pytest.mark.xfail(
-        strict=True, raises=AttributeError,
-        reason="compress/cli.py belongs to the robust-compress branch: at merge its main() calls "
-               "quiet_native_library_warnings() first; then remove this mark")),
+    ("ane_vit.compress.cli", ["--help"]),
 ])
 def test_every_command_line_quiets_the_noise_before_its_work(module, argv, monkeypatch, capsys):
     mod = importlib.import_module(module)

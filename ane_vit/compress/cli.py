@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .._interrupt import check_interrupted, stops_on_ctrl_c
+from ..coreml_log import quiet_native_library_warnings
 from . import methods
 
 
@@ -47,7 +48,8 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="python -m ane_vit.compress",
         description="Compress the weights of a converted ML Program (.mlpackage) with coremltools.optimize.coreml.",
         epilog="OS needed: palettize (per tensor), --int8, --prune: iOS 16 / macOS 13; "
-               "--group-size and --int4-block: iOS 18 / macOS 15 (the input must be exported for iOS18). "
+               "--group-size and --int4-block: iOS 18 / macOS 15 (export the input with "
+               "`python -m ane_vit.export ... --deployment-target iOS18`). "
                "`python -m ane_vit.compress study` compresses tiny-moat-0 with every method (bytes, PSNR).",
     )
     parser.add_argument("input", metavar="IN.mlpackage", help="the program to compress")
@@ -112,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     take, a program whose target is too old for the method, a method that would compress no
     weight, non-finite weights) exit with status 2 and write nothing; Ctrl-C exits with 130.
     """
+    quiet_native_library_warnings()  # before coremltools is imported: see ane_vit.coreml_log
     os.environ.setdefault("TQDM_DISABLE", "1")
     argv = list(argv) if argv is not None else None
     import sys

@@ -218,7 +218,8 @@ def _require_target(model, method: str) -> None:
     if _opset(model) < _SPEC_OF_TARGET[target]:
         raise ValueError(
             f"{method} needs a program converted for {target} or later (macOS {13 + int(target[3:]) - 16}); this one "
-            f"has specification version {_opset(model)}: re-export it with minimum_deployment_target={target!r}"
+            f"has specification version {_opset(model)}: re-export it with `python -m ane_vit.export ... "
+            f"--deployment-target {target}` (in Python: minimum_deployment_target={target!r})"
         )
 
 
