@@ -1,0 +1,271 @@
+"""Three runtimes, one model: PyTorch float32 vs the Core ML program vs the Core AI program.
+
+``three_runtimes(model, x)`` converts the model twice per precision (float32 and float16):
+
+* to a Core ML ML Program (``ane_vit.export.to_mlprogram``, iOS16), run here by our numpy
+  interpreter ``ane_vit.interpret`` (every op rounded to the program's dtype);
+* to a Core AI program (``ane_vit.coreai.to_aiprogram``), run by Apple's runtime (the CPU
+  runtime of the ``coreai-core`` wheel on Linux);
+
+and compares each output with PyTorch float32 (the reference), and the two programs with
+each other, as max abs error and PSNR (``ane_vit.testing``; the peak is the reference's
+largest magnitude). For float16 it adds a yardstick: the same model run in PyTorch with
+every op's result rounded to float16 (``ane_vit.testing.float16_storage_forward``), i.e.
+what float16 *storage* alone costs. Apple's runtime is an oracle we did not write: when it
+and our interpreter differ by much more than either differs from that yardstick, one of the
+two computes something else, and chapter 10 says which.
+
+Program facts ride along: each program's op count (``ane_vit.analysis`` for the ML
+Program, ``ane_vit.coreai.summarize`` for the Core AI one). Nothing here is a latency.
+The book's table comes from ``python -m ane_vit.coreai runtimes`` (``run_study``),
+committed as ``results/coreai_three_runtimes.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..testing import max_abs_error, psnr
+from .convert import PRECISIONS, output_names_for, to_aiprogram
+from .runtime import run_aimodel
+from .save import save_aiprogram
+from .stack import coreai_versions, require_coreai
+
+__all__ = ["three_runtimes", "program_facts", "STUDY_MODELS", "run_study", "format_runtime_table"]
+
+
+def _pair(reference: np.ndarray, test: np.ndarray) -> dict[str, float]:
+    r, t = np.asarray(reference, np.float64), np.asarray(test, np.float64)
+    return {"max_abs": max_abs_error(r, t), "psnr_db": psnr(r, t)}
+
+
+def _coreml_facts(mlmodel: Any) -> dict[str, Any]:
+    from ..analysis import analyze
+
+    report = analyze(mlmodel)
+    hist = report.histogram()
+    ranks = [t.rank for op in report.ops for t in op.outputs]
+    softmax = [op for op in report.ops if op.op_type == "softmax"]
+    return {"ops": len(report.ops), "layout_ops": len(report.layout_ops), "transposes": hist.get("transpose", 0),
+            "max_rank": max(ranks, default=0), "values_rank_5": sum(r == 5 for r in ranks),
+            "softmax": len(softmax), "histogram": dict(hist.most_common())}
+
+
+def _coreai_facts(path: Path) -> dict[str, Any]:
+    from .summary import summarize
+
+    report = summarize(path)
+    s = report.summary()
+    keys = ("ops", "ops_inlined", "layout_ops", "transposes", "transposes_moving_last_axis", "max_rank",
+            "values_rank_5", "softmax", "softmax_axes", "file_bytes", "constant_bytes")
+    return {**{k: s[k] for k in keys}, "histogram": dict(report.histogram().most_common()),
+            "histogram_inlined": dict(report.histogram(inlined=True).most_common())}
+
+
+def program_facts(model: nn.Module, example_input: torch.Tensor, precision: str = "float16") -> dict[str, Any]:
+    """Op counts and layout facts of the model's ML Program and of its Core AI program (nothing is run).
+
+    Shapes: ``example_input: (B, C, H, W)``.
+    """
+    require_coreai("program_facts")
+    from ..export import to_mlprogram
+
+    with torch.no_grad():
+        names = output_names_for(model.eval()(example_input))
+    mlmodel = to_mlprogram(model, example_input, ["x"], precision, "iOS16", output_names=names)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_aiprogram(to_aiprogram(model, example_input, precision=precision, output_names=names),
+                              Path(tmp) / "model.aimodel")
+        return {"coreml": _coreml_facts(mlmodel), "coreai": _coreai_facts(path)}
+
+
+def three_runtimes(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    *,
+    precisions: Sequence[str] = PRECISIONS,
+    output_names: Sequence[str] | None = None,
+    facts: bool = True,
+) -> dict[str, Any]:
+    """Compare PyTorch float32, the Core ML program (interpreted) and the Core AI program (Apple's runtime).
+
+    Args:
+        model: an exportable module with non-trivial weights (``ane_vit.testing.randomize_``
+            or trained): zeros and ones hide mistakes.
+        example_input: the float32 input all three runtimes get (float16 programs get it
+            rounded to float16, as their declared input type requires).
+        precisions: any of ``"float32"``, ``"float16"``.
+        output_names: the programs' output names (default ``output`` / ``output_0, ...``).
+        facts: also record each program's op counts (``program_facts`` fields).
+
+    Shapes: ``example_input: (B, C, H, W)``; every output is compared at its full shape.
+
+    Returns:
+        ``{"input_shape", "outputs", "rows": [...], "programs": {precision: {...}}}``; one row
+        per precision and output with ``peak`` (max abs of the reference) and, each as
+        ``{"max_abs", "psnr_db"}``: ``coreml_vs_pytorch``, ``coreai_vs_pytorch``,
+        ``coreai_vs_coreml`` and, for float16, ``fp16_storage_vs_pytorch``.
+    """
+    require_coreai("three_runtimes")
+    from ..export import to_mlprogram
+    from ..interpret import run_program
+    from ..testing import float16_storage_forward
+
+    for p in precisions:
+        if p not in PRECISIONS:
+            raise ValueError(f"precisions must be drawn from {list(PRECISIONS)}, got {p!r}")
+    model = model.eval()
+    with torch.no_grad():
+        reference = model(example_input)
+    names = output_names_for(reference, output_names)
+    reference = [reference] if isinstance(reference, torch.Tensor) else list(reference)
+    ref = {n: t.numpy() for n, t in zip(names, reference)}
+    x = example_input.numpy()
+    rows, programs = [], {}
+    for precision in precisions:
+        mlmodel = to_mlprogram(model, example_input, ["x"], precision, "iOS16", output_names=names)
+        coreml = run_program(mlmodel, {"x": x})
+        with tempfile.TemporaryDirectory() as tmp:
+            path = save_aiprogram(to_aiprogram(model, example_input, precision=precision, output_names=names),
+                                  Path(tmp) / "model.aimodel")
+            coreai = run_aimodel(path, {"x": x})
+            if facts:
+                programs[precision] = {"coreml": _coreml_facts(mlmodel), "coreai": _coreai_facts(path)}
+        storage = {}
+        if precision == "float16":
+            outs, _ = float16_storage_forward(copy.deepcopy(model), example_input)
+            outs = [outs] if isinstance(outs, torch.Tensor) else list(outs)
+            storage = {n: t.numpy() for n, t in zip(names, outs)}
+        for n in names:
+            row = {
+                "precision": precision, "output": n, "shape": list(ref[n].shape),
+                "peak": float(np.max(np.abs(ref[n]))),
+                "coreml_vs_pytorch": _pair(ref[n], coreml[n]),
+                "coreai_vs_pytorch": _pair(ref[n], coreai[n]),
+                "coreai_vs_coreml": _pair(coreml[n], coreai[n]),
+            }
+            if storage:
+                row["fp16_storage_vs_pytorch"] = _pair(ref[n], storage[n])
+            rows.append(row)
+    return {"input_shape": list(example_input.shape), "outputs": names, "rows": rows, "programs": programs}
+
+
+# --------------------------------------------------------------------------- the study
+
+
+def _tiny_moat(mode: str) -> tuple[nn.Module, torch.Tensor]:
+    from ..moat import build_model
+    from ..testing import randomize_
+
+    _, model = build_model((1, 3, 256, 256), "tiny-moat-0", attention_mode=mode)
+    return randomize_(model, seed=0).eval(), torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+
+
+def _tiny_moat_reference() -> tuple[nn.Module, torch.Tensor]:
+    from ..reference.moat import build_reference_model
+    from ..testing import randomize_
+
+    _, model = build_reference_model((1, 3, 256, 256), "tiny-moat-0", attention_mode="global")
+    return randomize_(model, seed=0).eval(), torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+
+
+def _deit() -> tuple[nn.Module, torch.Tensor]:
+    from ..deit import build_deit
+    from ..testing import randomize_
+
+    return randomize_(build_deit("deit-tiny"), seed=0).eval(), torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+
+
+def _digits(kind: str) -> tuple[nn.Module, torch.Tensor]:
+    from ..digits import load_data, load_model
+    from ..digits.evaluate import stratified_subset
+
+    _, _, x, y = load_data()
+    return load_model(kind), x[stratified_subset(y, 1)]  # one test image per class: (10, 3, 64, 64)
+
+
+#: The models of the book's table: name -> (builder, what is measured). "runtimes" rows run
+#: all three runtimes; "facts" rows only count ops (the reference twins, for the layout comparison).
+STUDY_MODELS: dict[str, tuple[Callable[[], tuple[nn.Module, torch.Tensor]], str]] = {
+    "tiny-moat-0 global (ANE layout)": (lambda: _tiny_moat("global"), "runtimes"),
+    "tiny-moat-0 local (ANE layout)": (lambda: _tiny_moat("local"), "runtimes"),
+    "DeiT-Tiny (ANE layout)": (_deit, "runtimes"),
+    "digits micro-moat (ANE layout)": (lambda: _digits("ane"), "runtimes"),
+    "tiny-moat-0 global (reference)": (_tiny_moat_reference, "facts"),
+    "digits micro-moat (reference)": (lambda: _digits("reference"), "facts"),
+}
+_WEIGHTS = {"digits": "trained (ane_vit/data/digits_micro_moat.pt)", "other": "ane_vit.testing.randomize_(seed=0)"}
+_INPUTS = {"digits": "one test image per class (ane_vit.digits, stratified_subset(y, 1))",
+           "other": "torch.rand with torch.Generator().manual_seed(0)"}
+
+
+def run_study(models: Sequence[str] | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run ``three_runtimes`` (or ``program_facts``) on ``STUDY_MODELS``; JSON-ready, with provenance."""
+    require_coreai("run_study")
+    from .. import __version__
+    from .._versions import dist_version
+
+    log = log or (lambda _: None)
+    chosen = list(STUDY_MODELS) if models is None else list(models)
+    unknown = [m for m in chosen if m not in STUDY_MODELS]
+    if unknown:
+        raise ValueError(f"unknown study model(s) {unknown}; choose from {list(STUDY_MODELS)}")
+    entries = []
+    for name in chosen:
+        build, what = STUDY_MODELS[name]
+        model, x = build()
+        kind = "digits" if name.startswith("digits") else "other"
+        t0 = time.process_time()
+        if what == "runtimes":
+            result = three_runtimes(model, x)
+        else:
+            result = {"input_shape": list(x.shape), "programs": {"float16": program_facts(model, x, "float16")}}
+        entries.append({"model": name, "kind": what, "weights": _WEIGHTS[kind], "input": _INPUTS[kind], **result})
+        log(f"{name}: done ({time.process_time() - t0:.0f} s CPU)")  # console only: no timing is recorded
+    return {
+        "what": ("PyTorch float32 vs the Core ML ML Program (coremltools, iOS16) run by ane_vit.interpret vs the "
+                 "Core AI program (coreai-torch) run by Apple's Core AI runtime (the coreai-core wheel's CPU runtime); "
+                 "float32 and float16 programs; max abs error and PSNR (peak = max |PyTorch float32|). "
+                 "Program facts are op counts of each program; nothing here is a latency, and no timing is recorded."),
+        "models": entries,
+        "provenance": {
+            "command": "python -m ane_vit.coreai runtimes --overwrite",
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": f"{platform.system()} {platform.machine()} ({platform.processor() or 'unknown CPU'})",
+            "python": platform.python_version(),
+            "versions": {"ane_vit": __version__, "torch": torch.__version__, "numpy": np.__version__,
+                         "coremltools": dist_version("coremltools"), **coreai_versions()},
+        },
+    }
+
+
+def format_runtime_table(results: dict[str, Any]) -> str:
+    """Markdown: one line per model and precision, worst output (largest max abs, lowest PSNR)."""
+    lines = ["| model | precision | Core ML (interpreted) vs PyTorch | Core AI (Apple) vs PyTorch | Core AI vs Core ML | "
+             "float16 storage vs PyTorch |", "|---|---|---|---|---|---|"]
+
+    def worst(rows: list[dict], key: str) -> str:
+        if not all(key in r for r in rows):
+            return "-"
+        return f"{max(r[key]['max_abs'] for r in rows):.2g} / {min(r[key]['psnr_db'] for r in rows):.1f} dB"
+
+    for entry in results["models"]:
+        if entry["kind"] != "runtimes":
+            continue
+        for precision in PRECISIONS:
+            rows = [r for r in entry["rows"] if r["precision"] == precision]
+            if rows:
+                lines.append(f"| {entry['model']} | {precision} | {worst(rows, 'coreml_vs_pytorch')} | "
+                             f"{worst(rows, 'coreai_vs_pytorch')} | {worst(rows, 'coreai_vs_coreml')} | "
+                             f"{worst(rows, 'fp16_storage_vs_pytorch')} |")
+    return "\n".join(lines)
