@@ -92,6 +92,20 @@ def test_import_and_clear_errors_without_core_ai(monkeypatch, tmp_path):
         stack._import_error.cache_clear()
 
 
+def test_no_module_imports_the_stack_at_import_time():
+    """import ane_vit.coreai must work where Core AI is missing: the stack is imported inside functions."""
+    import ast
+
+    stack_modules = ("coreai", "coreai_torch", "coreai_opt")
+    for path in sorted((ROOT / "ane_vit" / "coreai").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in tree.body:  # module level only; `if TYPE_CHECKING:` blocks are not executed
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            bad = [n for n in names if n.split(".")[0] in stack_modules]
+            assert not bad, f"{path.name} imports {bad} at module level"
+
+
 def test_pins_are_the_requirements():
     req = (ROOT / "requirements.txt").read_text()
     for name, version in cai.COREAI_PINS.items():
@@ -361,6 +375,17 @@ def test_digits_accuracy_on_a_fixed_subset():
         cai.digits_accuracy(limit=5)
 
 
+@needs_coreai
+def test_matmul_probe_tells_the_two_sums_apart():
+    """Apple's runtime sums a float16 batch_matmul in float16, in order; our interpreter in float32."""
+    probe = cai.matmul_accumulation_probe(k=32, rows=4)
+    assert probe["apple_vs_fp16_sequential_max_abs"] == 0.0
+    assert probe["interpreter_vs_fp32_once_max_abs"] == 0.0
+    ulps = probe["ulps_vs_exact"]
+    assert ulps["interpreter"]["max"] <= 0.5 < ulps["apple_runtime"]["max"]
+    assert ulps["fp16_sequential"] == ulps["apple_runtime"]
+
+
 # --------------------------------------------------------------------------- Mac only
 
 
@@ -375,6 +400,13 @@ def test_mac_functions_refuse_off_macos(tmp_path):
         cai.compile_aimodel(tmp_path / "m.aimodel")
     with pytest.raises(ValueError, match=r"compute_unit must be one of \['cpu', 'gpu', 'neural_engine'\], got 'ane'"):
         cai.compute_plan(tmp_path / "m.aimodel", compute_unit="ane")
+
+
+@needs_coreai
+@pytest.mark.skipif(sys.platform == "darwin", reason="checks the refusal off macOS")
+def test_runner_compute_unit_needs_a_mac(toy_programs):
+    with pytest.raises(RuntimeError, match=r"^specialization_options needs macOS 27\+ with the Core AI framework"):
+        cai.AIModelRunner(toy_programs[2]["float32"], compute_unit="neural_engine").open()
 
 
 # --------------------------------------------------------------------------- committed results

@@ -30,7 +30,14 @@ from __future__ import annotations
 
 from .accuracy import PROGRAM_BATCH, digits_accuracy, format_accuracy_table, predict_aimodel
 from .cli import main
-from .compare import STUDY_MODELS, format_runtime_table, program_facts, run_study, three_runtimes
+from .compare import (
+    STUDY_MODELS,
+    format_runtime_table,
+    matmul_accumulation_probe,
+    program_facts,
+    run_study,
+    three_runtimes,
+)
 from .convert import PRECISIONS, output_names_for, to_aiprogram, to_exported_program
 from .mac import (
     COMPUTE_UNIT_KINDS,
@@ -89,6 +96,7 @@ __all__ = [
     "summarize",
     "three_runtimes",
     "program_facts",
+    "matmul_accumulation_probe",
     "STUDY_MODELS",
     "run_study",
     "format_runtime_table",

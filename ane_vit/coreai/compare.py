@@ -24,10 +24,11 @@ committed as ``results/coreai_three_runtimes.json``.
 from __future__ import annotations
 
 import copy
+import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +38,13 @@ from torch import nn
 
 from ..testing import max_abs_error, psnr
 from .convert import PRECISIONS, output_names_for, to_aiprogram
+from .paths import check_aimodel
 from .runtime import run_aimodel
 from .save import save_aiprogram
 from .stack import coreai_versions, require_coreai
 
-__all__ = ["three_runtimes", "program_facts", "STUDY_MODELS", "run_study", "format_runtime_table"]
+__all__ = ["three_runtimes", "program_facts", "matmul_accumulation_probe", "STUDY_MODELS", "run_study",
+           "format_runtime_table"]
 
 
 def _pair(reference: np.ndarray, test: np.ndarray) -> dict[str, float]:
@@ -96,6 +99,7 @@ def three_runtimes(
     precisions: Sequence[str] = PRECISIONS,
     output_names: Sequence[str] | None = None,
     facts: bool = True,
+    aimodels: Mapping[str, str | os.PathLike] | None = None,
 ) -> dict[str, Any]:
     """Compare PyTorch float32, the Core ML program (interpreted) and the Core AI program (Apple's runtime).
 
@@ -107,6 +111,8 @@ def three_runtimes(
         precisions: any of ``"float32"``, ``"float16"``.
         output_names: the programs' output names (default ``output`` / ``output_0, ...``).
         facts: also record each program's op counts (``program_facts`` fields).
+        aimodels: Core AI programs of this model already saved, by precision (they must take
+            ``x`` and have ``output_names``); the others are converted here.
 
     Shapes: ``example_input: (B, C, H, W)``; every output is compared at its full shape.
 
@@ -136,9 +142,14 @@ def three_runtimes(
         mlmodel = to_mlprogram(model, example_input, ["x"], precision, "iOS16", output_names=names)
         coreml = run_program(mlmodel, {"x": x})
         with tempfile.TemporaryDirectory() as tmp:
-            path = save_aiprogram(to_aiprogram(model, example_input, precision=precision, output_names=names),
-                                  Path(tmp) / "model.aimodel")
+            if aimodels is not None and precision in aimodels:
+                path = check_aimodel(aimodels[precision])
+            else:
+                path = save_aiprogram(to_aiprogram(model, example_input, precision=precision, output_names=names),
+                                      Path(tmp) / "model.aimodel")
             coreai = run_aimodel(path, {"x": x})
+            if sorted(coreai) != sorted(names):
+                raise ValueError(f"the Core AI program {str(path)!r} has outputs {sorted(coreai)}, expected {names}")
             if facts:
                 programs[precision] = {"coreml": _coreml_facts(mlmodel), "coreai": _coreai_facts(path)}
         storage = {}
@@ -158,6 +169,68 @@ def three_runtimes(
                 row["fp16_storage_vs_pytorch"] = _pair(ref[n], storage[n])
             rows.append(row)
     return {"input_shape": list(example_input.shape), "outputs": names, "rows": rows, "programs": programs}
+
+
+# --------------------------------------------------------------------------- why the two disagree
+
+
+class _Gram(nn.Module):
+    """``a @ a^T``: one ``batch_matmul`` with a reduction of length K. Shapes: ``(1, R, K) -> (1, R, R)``."""
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(a, a.transpose(-1, -2))
+
+
+def _ulps(test: np.ndarray, exact: np.ndarray) -> dict[str, float]:
+    """Error of ``test`` in float16 units in the last place at the exact value (mean, max)."""
+    ulp = np.spacing(np.abs(exact).astype(np.float16)).astype(np.float64)
+    err = np.abs(np.asarray(test, np.float64) - exact) / ulp
+    return {"mean": float(err.mean()), "max": float(err.max())}
+
+
+def matmul_accumulation_probe(k: int = 256, rows: int = 8, seed: int = 0) -> dict[str, Any]:
+    """How each float16 runtime sums a ``batch_matmul``: Apple's runtime vs ``ane_vit.interpret``.
+
+    One ``a @ a^T`` with ``a`` of shape ``(1, rows, k)`` (uniform in [0, 1), float16 values),
+    converted to a float16 Core AI program (run by Apple's runtime) and a float16 ML Program
+    (run by ``ane_vit.interpret``), and compared with three numpy computations: the exact sum
+    (float64), float32 accumulation rounded once to float16, and *sequential float16
+    accumulation* (each product and each partial sum rounded to float16, in index order).
+    Errors are in float16 ulps of the exact value.
+
+    Returns:
+        a dict with ``k``, ``rows``, ``ulps_vs_exact`` (mean and max for each of the five
+        results) and the largest differences ``apple_vs_fp16_sequential_max_abs`` and
+        ``interpreter_vs_fp32_once_max_abs``: 0.0 says the runtime computes exactly that sum.
+    """
+    require_coreai("matmul_accumulation_probe")
+    from ..export import to_mlprogram
+    from ..interpret import run_program
+
+    if k < 1 or rows < 1:
+        raise ValueError(f"k and rows must be positive, got k={k}, rows={rows}")
+    a = torch.rand(1, rows, k, generator=torch.Generator().manual_seed(seed)).half().float()
+    model = _Gram().eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_aiprogram(to_aiprogram(model, a, precision="float16"), Path(tmp) / "gram.aimodel")
+        apple = run_aimodel(path, {"x": a.numpy()})["output"][0].astype(np.float64)
+    interpreted = next(iter(run_program(to_mlprogram(model, a, ["x"], "float16", "iOS16"), {"x": a.numpy()}).values()))
+    interpreted = np.asarray(interpreted[0], np.float64)
+    A = a.double().numpy()[0]
+    exact = A @ A.T
+    once = (A.astype(np.float32) @ A.T.astype(np.float32)).astype(np.float16).astype(np.float64)
+    products = (A[:, None, :] * A[None, :, :]).astype(np.float16)  # each product rounded
+    total = np.zeros(exact.shape, np.float16)
+    for i in range(k):
+        total = (total + products[:, :, i]).astype(np.float16)  # each partial sum rounded
+    sequential = total.astype(np.float64)
+    return {
+        "k": k, "rows": rows,
+        "ulps_vs_exact": {"apple_runtime": _ulps(apple, exact), "interpreter": _ulps(interpreted, exact),
+                          "fp32_accumulate_round_once": _ulps(once, exact), "fp16_sequential": _ulps(sequential, exact)},
+        "apple_vs_fp16_sequential_max_abs": float(np.max(np.abs(apple - sequential))),
+        "interpreter_vs_fp32_once_max_abs": float(np.max(np.abs(interpreted - once))),
+    }
 
 
 # --------------------------------------------------------------------------- the study
@@ -194,8 +267,8 @@ def _digits(kind: str) -> tuple[nn.Module, torch.Tensor]:
     return load_model(kind), x[stratified_subset(y, 1)]  # one test image per class: (10, 3, 64, 64)
 
 
-#: The models of the book's table: name -> (builder, what is measured). "runtimes" rows run
-#: all three runtimes; "facts" rows only count ops (the reference twins, for the layout comparison).
+#: Each model of the book's table by name, with its builder and what is measured. "runtimes" entries
+#: run all three runtimes; "facts" entries only count ops (the reference twins, for the layout comparison).
 STUDY_MODELS: dict[str, tuple[Callable[[], tuple[nn.Module, torch.Tensor]], str]] = {
     "tiny-moat-0 global (ANE layout)": (lambda: _tiny_moat("global"), "runtimes"),
     "tiny-moat-0 local (ANE layout)": (lambda: _tiny_moat("local"), "runtimes"),
@@ -232,12 +305,15 @@ def run_study(models: Sequence[str] | None = None, log: Callable[[str], None] | 
             result = {"input_shape": list(x.shape), "programs": {"float16": program_facts(model, x, "float16")}}
         entries.append({"model": name, "kind": what, "weights": _WEIGHTS[kind], "input": _INPUTS[kind], **result})
         log(f"{name}: done ({time.process_time() - t0:.0f} s CPU)")  # console only: no timing is recorded
+    probes = [matmul_accumulation_probe(k) for k in (16, 64, 256, 1024)]
+    log("matmul accumulation probes: done")
     return {
         "what": ("PyTorch float32 vs the Core ML ML Program (coremltools, iOS16) run by ane_vit.interpret vs the "
                  "Core AI program (coreai-torch) run by Apple's Core AI runtime (the coreai-core wheel's CPU runtime); "
                  "float32 and float16 programs; max abs error and PSNR (peak = max |PyTorch float32|). "
                  "Program facts are op counts of each program; nothing here is a latency, and no timing is recorded."),
         "models": entries,
+        "matmul_accumulation_probes": probes,
         "provenance": {
             "command": "python -m ane_vit.coreai runtimes --overwrite",
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -17,17 +17,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from .quiet import drop_stdout_lines
 from .stack import require_coreai
-
-if TYPE_CHECKING:  # annotations only
-    from coreai.authoring import AIProgram
-    from torch.export import ExportedProgram
 
 __all__ = ["PRECISIONS", "to_exported_program", "to_aiprogram", "output_names_for"]
 
@@ -47,7 +43,8 @@ def _check_inputs(model: Any, example_input: Any, precision: str) -> None:
         raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
 
 
-def to_exported_program(model: nn.Module, example_input: torch.Tensor, *, precision: str = "float32") -> ExportedProgram:
+def to_exported_program(model: nn.Module, example_input: torch.Tensor, *,
+                        precision: str = "float32") -> torch.export.ExportedProgram:
     """``torch.export`` the model in eval mode, decompose it for coreai-torch, cast to float16 if asked.
 
     The model is not changed: ``cast_to_16_bit_precision`` puts new float16 tensors in the
@@ -100,7 +97,7 @@ def to_aiprogram(
     precision: str = "float32",
     input_name: str = "x",
     output_names: Sequence[str] | None = None,
-) -> AIProgram:
+) -> Any:
     """Convert a PyTorch model to a Core AI ``AIProgram`` in memory (the module docstring's route).
 
     Args:
@@ -114,7 +111,7 @@ def to_aiprogram(
     Shapes: ``example_input: (B, C, H, W)``; outputs as the model's.
 
     Returns:
-        the ``coreai.authoring.AIProgram`` (function ``main``).
+        a ``coreai.authoring.AIProgram`` (function ``main``), as coreai-torch returns it.
     """
     _check_inputs(model, example_input, precision)
     if not isinstance(input_name, str) or not input_name:

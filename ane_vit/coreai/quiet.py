@@ -28,6 +28,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 from ..coreml_log import quiet_native_library_warnings
 
@@ -40,7 +41,7 @@ CONVERTER_BANNER = re.compile(r"^coreai-torch \S+: converting \d+ program\(s\) t
 RUNTIME_LOADING_LINE = re.compile(r"^ODIE \[default\]: Loading function '[^']*'$")
 
 
-def _replay(text: str, drop: re.Pattern, stream) -> None:
+def _replay(text: str, drop: Any, stream: Any) -> None:
     kept = [line for line in text.splitlines(keepends=True) if not drop.match(line.rstrip("\r\n"))]
     if kept:
         stream.write("".join(kept))
@@ -48,8 +49,9 @@ def _replay(text: str, drop: re.Pattern, stream) -> None:
 
 
 @contextlib.contextmanager
-def drop_stdout_lines(drop: re.Pattern = CONVERTER_BANNER) -> Iterator[None]:
-    """Capture ``sys.stdout`` for the block; write back every line that does not match ``drop``."""
+def drop_stdout_lines(drop: Any = CONVERTER_BANNER) -> Iterator[None]:
+    """Capture ``sys.stdout`` for the block; write back every line that does not match ``drop``
+    (a compiled regular expression, ``re.Pattern``)."""
     target = sys.stdout
     buffer = io.StringIO()
     try:
@@ -60,8 +62,9 @@ def drop_stdout_lines(drop: re.Pattern = CONVERTER_BANNER) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def drop_native_stderr_lines(drop: re.Pattern = RUNTIME_LOADING_LINE) -> Iterator[None]:
-    """Capture file descriptor 2 (native code's stderr) for the block; write the other lines back.
+def drop_native_stderr_lines(drop: Any = RUNTIME_LOADING_LINE) -> Iterator[None]:
+    """Capture file descriptor 2 (native code's stderr) for the block; write back every line
+    that does not match ``drop`` (a compiled regular expression).
 
     Keep the block short: while it runs, anything any thread writes to fd 2 is held and
     written back when the block ends. Where fd 2 cannot be duplicated (an embedded

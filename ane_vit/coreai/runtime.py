@@ -74,7 +74,7 @@ class AIModelRunner:
     """A loaded Core AI program, called like a function: ``outputs = runner({"x": array})``.
 
     Use it as a context manager (``with AIModelRunner(path) as run: ...``) or call
-    ``open()`` and ``close()``. ``input_shapes``, ``input_dtypes``, ``output_names`` describe
+    ``open()`` and ``close()`` (an open runner holds the loaded program and a thread). ``input_shapes``, ``input_dtypes``, ``output_names`` describe
     the function once open.
 
     Args:
@@ -83,16 +83,21 @@ class AIModelRunner:
         function: the function to load (default ``main``).
         quiet: drop the Linux runtime's ``ODIE [default]: Loading function ...`` line
             (every other line it writes is kept; see ``ane_vit.coreai.quiet``).
+        compute_unit: macOS 27+ only: load the program specialised for ``"cpu"``, ``"gpu"``
+            or ``"neural_engine"`` (``ane_vit.coreai.mac.specialization_options``); ``None``
+            loads it as the platform does by default. Elsewhere a compute unit raises
+            ``RuntimeError`` at ``open()``, saying what it needs.
 
     Shapes: as the program declares (``input_shapes``).
     """
 
-    def __init__(self, path: str | os.PathLike, function: str = "main", *, quiet: bool = True):
+    def __init__(self, path: str | os.PathLike, function: str = "main", *, quiet: bool = True,
+                 compute_unit: str | None = None):
         self.path: Path = check_aimodel(path)
         require_coreai("AIModelRunner")
         if not isinstance(function, str) or not function:
             raise ValueError(f"function must be a non-empty string, got {function!r}")
-        self.function, self.quiet = function, quiet
+        self.function, self.quiet, self.compute_unit = function, quiet, compute_unit
         self._loop: _LoopThread | None = None
         self._context: Any = None
         self._fn: Any = None
@@ -108,13 +113,18 @@ class AIModelRunner:
             return self
         from coreai.authoring import AIModelAsset
 
+        options = None
+        if self.compute_unit is not None:
+            from .mac import specialization_options
+
+            options = specialization_options(self.compute_unit)  # macOS 27+ only: raises elsewhere
         try:
             asset = AIModelAsset.load(self.path)
         except RuntimeError as err:
             raise ValueError(f"Core AI cannot read the program at {str(self.path)!r}: {err}") from err
         self._loop = _LoopThread()
         try:
-            self._context = asset.executable()
+            self._context = asset.executable(options)
             model = self._loop.run(self._context.__aenter__())
             names = list(model.function_names)
             if self.function not in names:
@@ -158,12 +168,6 @@ class AIModelRunner:
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
     # ------------------------------------------------------------------ calls
 

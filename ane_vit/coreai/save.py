@@ -81,7 +81,9 @@ def save_aiprogram(program: Any, path: str | os.PathLike, *, overwrite: bool = F
     other key becomes a creator-defined entry (JSON-safe values; configs and enums are converted).
 
     Raises:
-        ValueError / FileExistsError / OSError: from ``resolve_aimodel_target`` (checked first).
+        ValueError: for a path that is not an ``.aimodel`` (checked first, as are the next two).
+        FileExistsError: if the target exists and ``overwrite`` is false.
+        OSError: if the output folder cannot be written.
         CoreAIUnavailableError: where Core AI is not installed.
     """
     target = resolve_aimodel_target(path, overwrite)

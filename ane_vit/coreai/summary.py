@@ -352,9 +352,9 @@ def summarize(source: Any, entry: str = "main") -> AIProgramReport:
         entry: the function to walk (default ``main``).
 
     Raises:
-        FileNotFoundError / ValueError: for a missing path or one that is not an ``.aimodel``
-            (an ``.mlpackage`` is named as such: ``ane_vit.analysis`` reads those).
-        ValueError: when the program has no function ``entry``.
+        FileNotFoundError: for a missing path.
+        ValueError: for a path that is not an ``.aimodel`` (an ``.mlpackage`` is named as such:
+            ``ane_vit.analysis`` reads those), or a program without the function ``entry``.
         CoreAIUnavailableError: where Core AI is not installed.
     """
     file_bytes = metadata = storage = compute = distribution = None
