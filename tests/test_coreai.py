@@ -445,6 +445,24 @@ def test_committed_three_runtime_results_are_complete_and_consistent():
             assert programs["coreml"]["ops"] == sum(programs["coreml"]["histogram"].values())
 
 
+def test_committed_float16_op_results_are_complete_and_consistent():
+    data = _results("coreai_float16_ops.json")
+    assert data["provenance"]["command"] == "python -m ane_vit.coreai probes --overwrite"
+    assert {k: data["provenance"]["versions"][k] for k in cai.COREAI_PINS} == cai.COREAI_PINS
+    probes = data["matmul_accumulation_probes"]
+    assert [p["k"] for p in probes] == [16, 64, 256, 1024]
+    for p in probes:
+        assert p["apple_vs_fp16_sequential_max_abs"] == 0.0 and p["interpreter_vs_fp32_once_max_abs"] == 0.0
+        assert p["ulps_vs_exact"]["apple_runtime"] == p["ulps_vs_exact"]["fp16_sequential"]
+    means = [p["ulps_vs_exact"]["apple_runtime"]["mean"] for p in probes]
+    assert means == sorted(means) and means[-1] > 5 * means[0]  # the error grows with the length of the sum
+    cases = {c["op"]: c for c in data["cases"]}
+    assert len(cases) == 9
+    for case in cases.values():
+        assert case["interpreter"]["max"] < 2.0 and case["interpreter"]["max_abs_over_peak"] < 1e-3
+        assert 0 < case["apple_runtime"]["mean"] and case["apple_runtime"]["max_abs_over_peak"] < 1e-2
+
+
 def test_committed_accuracy_results_are_complete_and_consistent():
     data = _results("coreai_digits_accuracy.json")
     assert data["split"]["n_test"] == 360 and not data["split"]["subset"]

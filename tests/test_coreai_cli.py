@@ -108,9 +108,11 @@ def test_export_errors_before_any_conversion(capsys, tmp_path, monkeypatch):
 
 def test_study_commands_check_their_arguments(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(cai.compare, "run_study", lambda *a, **k: pytest.fail("ran despite a usage error"))
+    monkeypatch.setattr(cai.compare, "run_survey", lambda *a, **k: pytest.fail("ran despite a usage error"))
     existing = tmp_path / "r.json"
     existing.write_text("{}")
     assert _error(capsys, ["runtimes", "-o", str(existing)]) == f"{PROG}: error: {existing} already exists; pass --overwrite to replace it"
+    assert _error(capsys, ["probes", "-o", str(existing)]) == f"{PROG}: error: {existing} already exists; pass --overwrite to replace it"
     assert _error(capsys, ["accuracy", "-o", str(tmp_path / "r.txt")]) == f"{PROG}: error: --output must be a .json file, got {str(tmp_path / 'r.txt')!r}"
     assert _error(capsys, ["accuracy", "-o", str(tmp_path / "a.json"), "--limit", "5"]) == (
         f"{PROG}: error: --limit must be >= 10 (images, 10 classes), got 5")

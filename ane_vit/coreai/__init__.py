@@ -16,11 +16,13 @@ raises ``CoreAIUnavailableError`` saying where Core AI installs. Only ``mac`` ne
   synchronous calls (also inside Jupyter's running event loop);
 * ``summary``: ``summarize`` -> ``AIProgramReport`` (ops by type, ranks, dtypes, constants, size);
 * ``compare``: ``three_runtimes`` (PyTorch vs Core ML program interpreted vs Core AI program)
-  and the study behind ``results/coreai_three_runtimes.json``;
+  and the study behind ``results/coreai_three_runtimes.json``; ``matmul_accumulation_probe``
+  and ``float16_op_survey``, how each float16 runtime computes single ops
+  (``results/coreai_float16_ops.json``);
 * ``accuracy``: ``digits_accuracy`` (-> ``results/coreai_digits_accuracy.json``);
 * ``mac``: compute units, compute plan, ahead-of-time compile (macOS 27+ / Xcode 27+ only);
 * ``quiet``: the stack's routine chatter kept out of our output;
-* ``cli``: ``python -m ane_vit.coreai export | run | summary | runtimes | accuracy``.
+* ``cli``: ``python -m ane_vit.coreai export | run | summary | runtimes | probes | accuracy``.
 
 (``optimize`` is reserved for coreai-opt compression.) The Core AI packages are imported
 inside the functions that need them. See ``notebooks/10_core_ai.ipynb``.
@@ -32,10 +34,12 @@ from .accuracy import PROGRAM_BATCH, digits_accuracy, format_accuracy_table, pre
 from .cli import main
 from .compare import (
     STUDY_MODELS,
+    float16_op_survey,
     format_runtime_table,
     matmul_accumulation_probe,
     program_facts,
     run_study,
+    run_survey,
     three_runtimes,
 )
 from .convert import PRECISIONS, output_names_for, to_aiprogram, to_exported_program
@@ -97,6 +101,8 @@ __all__ = [
     "three_runtimes",
     "program_facts",
     "matmul_accumulation_probe",
+    "float16_op_survey",
+    "run_survey",
     "STUDY_MODELS",
     "run_study",
     "format_runtime_table",

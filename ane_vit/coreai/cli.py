@@ -1,9 +1,9 @@
 """The Core AI command line, ``python -m ane_vit.coreai`` (run by ``__main__.py``).
 
 ``export`` (a MOAT to ``.aimodel``), ``run`` (Apple's runtime on a random or given input,
-prints the outputs' shapes), ``summary`` (what the program contains), and the two studies
-the book reads: ``runtimes`` (-> ``results/coreai_three_runtimes.json``) and ``accuracy``
-(-> ``results/coreai_digits_accuracy.json``). Usage errors exit with status 2 and one line
+prints the outputs' shapes), ``summary`` (what the program contains), and the three studies
+the book reads: ``runtimes`` (-> ``results/coreai_three_runtimes.json``), ``probes``
+(-> ``results/coreai_float16_ops.json``) and ``accuracy`` (-> ``results/coreai_digits_accuracy.json``). Usage errors exit with status 2 and one line
 saying what was expected and what was given, before any slow work; where Core AI is not
 installed every command says so and where it installs. The stack's routine chatter is
 filtered (``ane_vit.coreai.quiet``); anything unexpected still shows.
@@ -75,6 +75,10 @@ def _build_parser(archs: Sequence[str]) -> argparse.ArgumentParser:
     rt.add_argument("--model", action="append", default=None, metavar="NAME",
                     help="only this study model (repeatable; default: all, see ane_vit.coreai.STUDY_MODELS)")
     rt.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    pr = sub.add_parser("probes", help="float16 arithmetic of single ops: Apple's runtime vs our interpreter vs exact")
+    pr.add_argument("-o", "--output", default="results/coreai_float16_ops.json", metavar="FILE",
+                    help="JSON file (default: results/coreai_float16_ops.json)")
+    pr.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     ac = sub.add_parser("accuracy", help="the digits model's Core AI programs on the digits test split")
     ac.add_argument("-o", "--output", default="results/coreai_digits_accuracy.json", metavar="FILE",
                     help="JSON file (default: results/coreai_digits_accuracy.json)")
@@ -240,6 +244,25 @@ def _runtimes(args, parser) -> int:
     return 0
 
 
+def _probes(args, parser) -> int:
+    output = Path(args.output)
+    _check_output(output, args.overwrite, parser)
+    _require(parser, "probes")
+    _quiet_progress_bars()
+    from .compare import run_survey
+
+    results = run_survey()
+    _write_results(output, results)
+    for p in results["matmul_accumulation_probes"]:
+        u = p["ulps_vs_exact"]
+        print(f"batch_matmul, sum of {p['k']:5d} terms: Apple {u['apple_runtime']['mean']:6.2f} ulp, "
+              f"interpreter {u['interpreter']['mean']:5.2f} ulp (mean)")
+    for c in results["cases"]:
+        print(f"{c['op']:36s} Apple max {c['apple_runtime']['max']:6.2f} ulp, interpreter max {c['interpreter']['max']:5.2f} ulp")
+    print(output)
+    return 0
+
+
 def _accuracy(args, parser) -> int:
     output = Path(args.output)
     _check_output(output, args.overwrite, parser)
@@ -262,5 +285,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = _build_parser(sorted(ARCHITECTURES))
     args = parser.parse_args(argv)
-    commands = {"export": _export, "run": _run, "summary": _summary, "runtimes": _runtimes, "accuracy": _accuracy}
+    commands = {"export": _export, "run": _run, "summary": _summary, "runtimes": _runtimes, "probes": _probes,
+                "accuracy": _accuracy}
     return commands[args.command](args, parser)

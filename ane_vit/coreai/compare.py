@@ -43,8 +43,8 @@ from .runtime import run_aimodel
 from .save import save_aiprogram
 from .stack import coreai_versions, require_coreai
 
-__all__ = ["three_runtimes", "program_facts", "matmul_accumulation_probe", "STUDY_MODELS", "run_study",
-           "format_runtime_table"]
+__all__ = ["three_runtimes", "program_facts", "matmul_accumulation_probe", "float16_op_survey", "STUDY_MODELS",
+           "run_study", "run_survey", "format_runtime_table"]
 
 
 def _pair(reference: np.ndarray, test: np.ndarray) -> dict[str, float]:
@@ -188,6 +188,12 @@ def _ulps(test: np.ndarray, exact: np.ndarray) -> dict[str, float]:
     return {"mean": float(err.mean()), "max": float(err.max())}
 
 
+def _errors(test: np.ndarray, exact: np.ndarray) -> dict[str, float]:
+    """``_ulps`` plus the largest error relative to the largest exact magnitude (as PSNR's peak)."""
+    worst = float(np.max(np.abs(np.asarray(test, np.float64) - exact)))
+    return {**_ulps(test, exact), "max_abs_over_peak": worst / float(np.max(np.abs(exact)))}
+
+
 def matmul_accumulation_probe(k: int = 256, rows: int = 8, seed: int = 0) -> dict[str, Any]:
     """How each float16 runtime sums a ``batch_matmul``: Apple's runtime vs ``ane_vit.interpret``.
 
@@ -231,6 +237,90 @@ def matmul_accumulation_probe(k: int = 256, rows: int = 8, seed: int = 0) -> dic
         "apple_vs_fp16_sequential_max_abs": float(np.max(np.abs(apple - sequential))),
         "interpreter_vs_fp32_once_max_abs": float(np.max(np.abs(interpreted - once))),
     }
+
+
+class _Gelu(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.gelu(x)
+
+
+class _Softmax(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(x, dim=1)
+
+
+class _Mean(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=1, keepdim=True)
+
+
+class _Sigmoid(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(x)
+
+
+def _survey_cases() -> list[tuple[str, nn.Module, torch.Tensor]]:
+    """One op each, at sizes of the book's models (inputs and weights are float16 values)."""
+    from ..norm import LayerNormANE
+    from ..testing import randomize_
+
+    g = torch.Generator().manual_seed(0)
+
+    def rand(*shape: int, scale: float = 1.0) -> torch.Tensor:
+        return (torch.randn(shape, generator=g) * scale).half().float()
+
+    conv1 = randomize_(nn.Conv2d(256, 64, 1, bias=False), seed=1)
+    conv3 = randomize_(nn.Conv2d(64, 64, 3, padding=1, groups=64, bias=False), seed=2)
+    norm = randomize_(LayerNormANE(64), seed=3)
+    return [
+        ("batch_matmul, sum of 64 terms", _Gram(), rand(1, 8, 64).abs()),
+        ("batch_matmul, sum of 256 terms", _Gram(), rand(1, 8, 256).abs()),
+        ("conv2d 1x1, 256 input channels", conv1, rand(1, 256, 8, 8)),
+        ("conv2d 3x3 depthwise, 64 channels", conv3, rand(1, 64, 8, 8)),
+        ("LayerNormANE over 64 channels", norm, rand(1, 64, 1, 64, scale=3.0)),
+        ("softmax over 64 channels", _Softmax(), rand(1, 64, 1, 64, scale=3.0)),
+        ("mean over 64 channels", _Mean(), rand(1, 64, 1, 64)),
+        ("gelu", _Gelu(), rand(1, 64, 8, 8, scale=3.0)),
+        ("sigmoid", _Sigmoid(), rand(1, 64, 8, 8, scale=3.0)),
+    ]
+
+
+def float16_op_survey() -> dict[str, Any]:
+    """How closely each float16 runtime computes single ops: Apple's runtime and ``ane_vit.interpret``.
+
+    For each case of a few ops at the sizes of this book's models (``batch_matmul`` sums,
+    1x1 and depthwise convolutions, ``LayerNormANE``, softmax, mean, GELU, sigmoid), with
+    inputs and weights that are float16 values: the op's float16 Core AI program run by
+    Apple's runtime and its float16 ML Program run by our interpreter, each compared with
+    the exact result (float64) in float16 ulps at each value. A correctly rounded result is
+    within 0.5 ulp; more means the runtime rounds inside the op, or approximates a function.
+    Each route converts the op its own way: ``LayerNormANE`` is one ``layer_norm`` op in the
+    ML Program and a chain of reductions and elementwise ops in the Core AI program, each
+    rounded to float16. Errors at values near zero are large in ulps and small in absolute
+    terms, so each case also gives the largest error over the largest exact magnitude.
+
+    Returns:
+        a dict whose ``cases`` list holds, per op, its name (``op``) and, for
+        ``apple_runtime`` and ``interpreter``, the ``mean`` and ``max`` error in ulps and
+        ``max_abs_over_peak``.
+    """
+    require_coreai("float16_op_survey")
+    from ..export import to_mlprogram
+    from ..interpret import run_program
+
+    rows = []
+    for name, module, x in _survey_cases():
+        module = module.eval()
+        with torch.no_grad():
+            for t in module.parameters():
+                t.copy_(t.half().float())  # float16 weights, so both runtimes start from the same values
+            exact = copy.deepcopy(module).double()(x.double()).numpy()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = save_aiprogram(to_aiprogram(module, x, precision="float16"), Path(tmp) / "op.aimodel")
+            apple = run_aimodel(path, {"x": x.numpy()})["output"]
+        interpreted = next(iter(run_program(to_mlprogram(module, x, ["x"], "float16", "iOS16"), {"x": x.numpy()}).values()))
+        rows.append({"op": name, "apple_runtime": _errors(apple, exact), "interpreter": _errors(interpreted, exact)})
+    return {"cases": rows}
 
 
 # --------------------------------------------------------------------------- the study
@@ -285,9 +375,6 @@ _INPUTS = {"digits": "one test image per class (ane_vit.digits, stratified_subse
 def run_study(models: Sequence[str] | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run ``three_runtimes`` (or ``program_facts``) on ``STUDY_MODELS``; JSON-ready, with provenance."""
     require_coreai("run_study")
-    from .. import __version__
-    from .._versions import dist_version
-
     log = log or (lambda _: None)
     chosen = list(STUDY_MODELS) if models is None else list(models)
     unknown = [m for m in chosen if m not in STUDY_MODELS]
@@ -305,23 +392,40 @@ def run_study(models: Sequence[str] | None = None, log: Callable[[str], None] | 
             result = {"input_shape": list(x.shape), "programs": {"float16": program_facts(model, x, "float16")}}
         entries.append({"model": name, "kind": what, "weights": _WEIGHTS[kind], "input": _INPUTS[kind], **result})
         log(f"{name}: done ({time.process_time() - t0:.0f} s CPU)")  # console only: no timing is recorded
-    probes = [matmul_accumulation_probe(k) for k in (16, 64, 256, 1024)]
-    log("matmul accumulation probes: done")
     return {
         "what": ("PyTorch float32 vs the Core ML ML Program (coremltools, iOS16) run by ane_vit.interpret vs the "
                  "Core AI program (coreai-torch) run by Apple's Core AI runtime (the coreai-core wheel's CPU runtime); "
                  "float32 and float16 programs; max abs error and PSNR (peak = max |PyTorch float32|). "
                  "Program facts are op counts of each program; nothing here is a latency, and no timing is recorded."),
         "models": entries,
-        "matmul_accumulation_probes": probes,
-        "provenance": {
-            "command": "python -m ane_vit.coreai runtimes --overwrite",
-            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "machine": f"{platform.system()} {platform.machine()} ({platform.processor() or 'unknown CPU'})",
-            "python": platform.python_version(),
-            "versions": {"ane_vit": __version__, "torch": torch.__version__, "numpy": np.__version__,
-                         "coremltools": dist_version("coremltools"), **coreai_versions()},
-        },
+        "provenance": _provenance("python -m ane_vit.coreai runtimes --overwrite"),
+    }
+
+
+def _provenance(command: str) -> dict[str, Any]:
+    from .. import __version__
+    from .._versions import dist_version
+
+    return {
+        "command": command,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": f"{platform.system()} {platform.machine()} ({platform.processor() or 'unknown CPU'})",
+        "python": platform.python_version(),
+        "versions": {"ane_vit": __version__, "torch": torch.__version__, "numpy": np.__version__,
+                     "coremltools": dist_version("coremltools"), **coreai_versions()},
+    }
+
+
+def run_survey() -> dict[str, Any]:
+    """``matmul_accumulation_probe`` for sums of 16 to 1,024 terms and ``float16_op_survey``; with provenance."""
+    require_coreai("run_survey")
+    return {
+        "what": ("float16 arithmetic of single ops: Apple's Core AI runtime (the coreai-core wheel's CPU runtime) and "
+                 "ane_vit.interpret against exact results, in float16 ulps; the batch_matmul probe also against float32 "
+                 "accumulation rounded once and sequential float16 accumulation. No timing is recorded."),
+        "matmul_accumulation_probes": [matmul_accumulation_probe(k) for k in (16, 64, 256, 1024)],
+        **float16_op_survey(),
+        "provenance": _provenance("python -m ane_vit.coreai probes --overwrite"),
     }
 
 
