@@ -355,17 +355,17 @@ def test_three_runtimes_on_the_toy():
 
 @needs_coreai
 def test_digits_accuracy_on_a_fixed_subset():
-    """The float16 Core AI program on 20 test images (2 per class): labels as PyTorch's."""
+    """The float16 Core AI program on 10 test images (1 per class): labels as PyTorch's."""
     from ane_vit.digits import load_data, load_model
     from ane_vit.digits.evaluate import predict, stratified_subset
 
-    result = cai.digits_accuracy(limit=20, precisions=("float16",), batch=10)
+    result = cai.digits_accuracy(limit=10, precisions=("float16",), batch=10)
     _, _, x, y = load_data()
-    keep = stratified_subset(y, 2)
+    keep = stratified_subset(y, 1)
     fp32 = predict(load_model("reference"), x[keep])
     expected_accuracy = float((fp32 == y[keep]).double().mean())
     reference, program = result["stages"]
-    assert result["split"] == {"n_test": 20, "subset": True, "seed": 0, "test_fraction": 0.2, "batch": 10}
+    assert result["split"] == {"n_test": 10, "subset": True, "seed": 0, "test_fraction": 0.2, "batch": 10}
     assert reference["accuracy"] == expected_accuracy
     assert program["stage"] == "Core AI program float16, Apple's runtime"
     assert program["agreement_with_fp32"] == 1.0 and program["accuracy"] == expected_accuracy

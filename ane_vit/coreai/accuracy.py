@@ -14,6 +14,7 @@ result (``python -m ane_vit.coreai accuracy --overwrite`` ->
 
 from __future__ import annotations
 
+import os
 import platform
 import tempfile
 import time
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..bench.measure import _cpu_model
 from .convert import PRECISIONS
 from .paths import aimodel_nbytes
 from .runtime import AIModelRunner
@@ -126,7 +128,7 @@ def digits_accuracy(
                      "wheel (a CPU runtime on Linux); labels compared with the PyTorch float32 reference model. "
                      "No timing is recorded (the machine was shared)."),
             "command": "python -m ane_vit.coreai accuracy --overwrite" + (f" --limit {limit}" if limit else ""),
-            "machine": f"{platform.system()} {platform.machine()} ({platform.processor() or 'unknown CPU'})",
+            "machine": f"{platform.system()} {platform.machine()} ({_cpu_model()}, {os.cpu_count()} logical CPUs)",
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "versions": {"ane_vit": __version__, "torch": torch.__version__, "numpy": np.__version__, **coreai_versions()},
         },

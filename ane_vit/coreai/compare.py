@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..bench.measure import _cpu_model
 from ..testing import max_abs_error, psnr
 from .convert import PRECISIONS, output_names_for, to_aiprogram
 from .paths import check_aimodel
@@ -220,7 +221,8 @@ def matmul_accumulation_probe(k: int = 256, rows: int = 8, seed: int = 0) -> dic
     with tempfile.TemporaryDirectory() as tmp:
         path = save_aiprogram(to_aiprogram(model, a, precision="float16"), Path(tmp) / "gram.aimodel")
         apple = run_aimodel(path, {"x": a.numpy()})["output"][0].astype(np.float64)
-    interpreted = next(iter(run_program(to_mlprogram(model, a, ["x"], "float16", "iOS16"), {"x": a.numpy()}).values()))
+    mlmodel = to_mlprogram(model, a, ["x"], "float16", "iOS16", output_names=["output"])
+    interpreted = run_program(mlmodel, {"x": a.numpy()})["output"]
     interpreted = np.asarray(interpreted[0], np.float64)
     A = a.double().numpy()[0]
     exact = A @ A.T
@@ -318,7 +320,8 @@ def float16_op_survey() -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             path = save_aiprogram(to_aiprogram(module, x, precision="float16"), Path(tmp) / "op.aimodel")
             apple = run_aimodel(path, {"x": x.numpy()})["output"]
-        interpreted = next(iter(run_program(to_mlprogram(module, x, ["x"], "float16", "iOS16"), {"x": x.numpy()}).values()))
+        mlmodel = to_mlprogram(module, x, ["x"], "float16", "iOS16", output_names=["output"])
+        interpreted = run_program(mlmodel, {"x": x.numpy()})["output"]
         rows.append({"op": name, "apple_runtime": _errors(apple, exact), "interpreter": _errors(interpreted, exact)})
     return {"cases": rows}
 
@@ -409,7 +412,7 @@ def _provenance(command: str) -> dict[str, Any]:
     return {
         "command": command,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": f"{platform.system()} {platform.machine()} ({platform.processor() or 'unknown CPU'})",
+        "machine": f"{platform.system()} {platform.machine()} ({_cpu_model()}, {os.cpu_count()} logical CPUs)",
         "python": platform.python_version(),
         "versions": {"ane_vit": __version__, "torch": torch.__version__, "numpy": np.__version__,
                      "coremltools": dist_version("coremltools"), **coreai_versions()},
