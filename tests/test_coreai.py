@@ -296,9 +296,10 @@ def test_summary_finds_the_toys_ops(toy_programs):
     assert [op.detail for op in transposes] == [{"perm": [0, 3, 2, 1], "moves_last_axis": True}]
     assert s["softmax_axes"] == {"axis 1 of rank 4": 1}
     assert s["values_rank_5"] >= 1 and s["max_rank"] == 5
-    weights = report.constants["float32"]["bytes"]
-    assert weights >= (8 * 3 + 8) * 4  # the conv's weight and bias, at least
-    assert s["file_bytes"] == cai.aimodel_nbytes(paths["float32"]) > weights
+    weights = report.constants["float32"]
+    assert weights == {"count": 2, "bytes": (8 * 3 + 8) * 4}  # the conv's weight (8, 3, 1, 1) and bias, float32
+    assert cai.summarize(paths["float16"]).constants["float16"] == {"count": 2, "bytes": (8 * 3 + 8) * 2}
+    assert s["file_bytes"] == cai.aimodel_nbytes(paths["float32"]) > weights["bytes"]
 
 
 @needs_coreai
@@ -355,21 +356,23 @@ def test_three_runtimes_on_the_toy():
 
 @needs_coreai
 def test_digits_accuracy_on_a_fixed_subset():
-    """The float16 Core AI program on 10 test images (1 per class): labels as PyTorch's."""
+    """The float16 Core AI program on 10 test images (1 per class), batches of 4 (the last one
+    padded): labels as PyTorch's."""
     from ane_vit.digits import load_data, load_model
     from ane_vit.digits.evaluate import predict, stratified_subset
 
-    result = cai.digits_accuracy(limit=10, precisions=("float16",), batch=10)
+    result = cai.digits_accuracy(limit=10, precisions=("float16",), batch=4)
     _, _, x, y = load_data()
     keep = stratified_subset(y, 1)
     fp32 = predict(load_model("reference"), x[keep])
     expected_accuracy = float((fp32 == y[keep]).double().mean())
     reference, program = result["stages"]
-    assert result["split"] == {"n_test": 10, "subset": True, "seed": 0, "test_fraction": 0.2, "batch": 10}
+    assert result["split"] == {"n_test": 10, "subset": True, "seed": 0, "test_fraction": 0.2, "batch": 4}
     assert reference["accuracy"] == expected_accuracy
     assert program["stage"] == "Core AI program float16, Apple's runtime"
     assert program["agreement_with_fp32"] == 1.0 and program["accuracy"] == expected_accuracy
     assert 0.4e6 < program["bytes"] < 0.8e6  # ~280 k float16 weights
+    assert program["errors"] == int((fp32 != y[keep]).sum())
     assert result["provenance"]["versions"]["coreai-core"] == "1.0.0b3"
     with pytest.raises(ValueError, match="limit must be an int >= 10"):
         cai.digits_accuracy(limit=5)
