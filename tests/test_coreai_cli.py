@@ -114,6 +114,8 @@ def test_study_commands_check_their_arguments(capsys, tmp_path, monkeypatch):
     assert _error(capsys, ["runtimes", "-o", str(existing)]) == f"{PROG}: error: {existing} already exists; pass --overwrite to replace it"
     assert _error(capsys, ["probes", "-o", str(existing)]) == f"{PROG}: error: {existing} already exists; pass --overwrite to replace it"
     assert _error(capsys, ["accuracy", "-o", str(tmp_path / "r.txt")]) == f"{PROG}: error: --output must be a .json file, got {str(tmp_path / 'r.txt')!r}"
+    assert _error(capsys, ["probes", "-o", str(tmp_path / "p.json"), "--threads", "0"]) == (
+        f"{PROG}: error: --threads must be >= 1, got 0")
     assert _error(capsys, ["accuracy", "-o", str(tmp_path / "a.json"), "--limit", "5"]) == (
         f"{PROG}: error: --limit must be >= 10 (images, 10 classes), got 5")
     assert _error(capsys, ["runtimes", "-o", str(tmp_path / "b.json"), "--model", "resnet"]).startswith(

@@ -75,15 +75,18 @@ def _build_parser(archs: Sequence[str]) -> argparse.ArgumentParser:
     rt.add_argument("--model", action="append", default=None, metavar="NAME",
                     help="only this study model (repeatable; default: all, see ane_vit.coreai.STUDY_MODELS)")
     rt.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    rt.add_argument("--threads", type=int, default=1, metavar="N", help="torch threads (default: 1; recorded in the file)")
     pr = sub.add_parser("probes", help="float16 arithmetic of single ops: Apple's runtime vs our interpreter vs exact")
     pr.add_argument("-o", "--output", default="results/coreai_float16_ops.json", metavar="FILE",
                     help="JSON file (default: results/coreai_float16_ops.json)")
     pr.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    pr.add_argument("--threads", type=int, default=1, metavar="N", help="torch threads (default: 1; recorded in the file)")
     ac = sub.add_parser("accuracy", help="the digits model's Core AI programs on the digits test split")
     ac.add_argument("-o", "--output", default="results/coreai_digits_accuracy.json", metavar="FILE",
                     help="JSON file (default: results/coreai_digits_accuracy.json)")
     ac.add_argument("--limit", type=int, default=None, metavar="N", help="a stratified subset of N test images (default: all)")
     ac.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    ac.add_argument("--threads", type=int, default=1, metavar="N", help="torch threads (default: 1; recorded in the file)")
     return parser
 
 
@@ -211,7 +214,18 @@ def _summary(args, parser) -> int:
     return 0
 
 
+def _set_threads(args, parser) -> None:
+    if args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    import torch
+
+    torch.set_num_threads(args.threads)
+
+
 def _write_results(path: Path, results: dict) -> None:
+    import torch
+
+    results.setdefault("provenance", {})["torch_threads"] = torch.get_num_threads()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
@@ -228,6 +242,7 @@ def _check_output(path: Path, overwrite: bool, parser) -> None:
 def _runtimes(args, parser) -> int:
     output = Path(args.output)
     _check_output(output, args.overwrite, parser)
+    _set_threads(args, parser)
     from .compare import STUDY_MODELS
 
     unknown = [m for m in args.model or [] if m not in STUDY_MODELS]
@@ -247,6 +262,7 @@ def _runtimes(args, parser) -> int:
 def _probes(args, parser) -> int:
     output = Path(args.output)
     _check_output(output, args.overwrite, parser)
+    _set_threads(args, parser)
     _require(parser, "probes")
     _quiet_progress_bars()
     from .compare import run_survey
@@ -266,6 +282,7 @@ def _probes(args, parser) -> int:
 def _accuracy(args, parser) -> int:
     output = Path(args.output)
     _check_output(output, args.overwrite, parser)
+    _set_threads(args, parser)
     if args.limit is not None and args.limit < 10:
         parser.error(f"--limit must be >= 10 (images, 10 classes), got {args.limit}")
     _require(parser, "accuracy")
