@@ -43,6 +43,10 @@ def fresh_clone(tmp_path, monkeypatch):
     monkeypatch.setattr("ane_vit.compress.study.compression_study", _stop)
     monkeypatch.setattr("ane_vit.latency.report.validation_report", _stop)
     monkeypatch.setattr("ane_vit.analysis.rules.check_rules", _stop)
+    monkeypatch.setattr("ane_vit.coreai.save.export_moat", _stop)
+    monkeypatch.setattr("ane_vit.coreai.compare.run_study", _stop)
+    monkeypatch.setattr("ane_vit.coreai.accuracy.digits_accuracy", _stop)
+    monkeypatch.setattr("ane_vit.coreai.cli._require", lambda parser, command: None)  # Core AI need not be installed
     return tmp_path
 
 
@@ -50,12 +54,13 @@ def test_every_readme_command_gets_past_its_checks_on_a_fresh_clone(fresh_clone,
     from ane_vit.analysis.cli import main as analysis
     from ane_vit.bench.cli import main as bench
     from ane_vit.compress.cli import main as compress
+    from ane_vit.coreai.cli import main as coreai
     from ane_vit.digits.cli import main as digits
     from ane_vit.export.cli import main as export
     from ane_vit.latency.cli import main as latency
 
     mains = {"ane_vit.export": export, "ane_vit.bench": bench, "ane_vit.digits": digits, "ane_vit.compress": compress,
-             "ane_vit.latency": latency, "ane_vit.analysis": analysis}
+             "ane_vit.latency": latency, "ane_vit.analysis": analysis, "ane_vit.coreai": coreai}
     commands = _commands()
     assert len(commands) >= 10
     written: set[str] = set()  # the programs the export lines write
@@ -64,6 +69,12 @@ def test_every_readme_command_gets_past_its_checks_on_a_fresh_clone(fresh_clone,
         if module == "ane_vit.export":
             assert export([*argv, "--dry-run"]) == 0, argv
             written |= {str(Path(p)) for p in capsys.readouterr().out.split()}
+        if module == "ane_vit.coreai" and argv[0] == "export":
+            written.add(str(Path(argv[argv.index("-o") + 1])))
+        aimodels = [a for a in argv if a.endswith(".aimodel") and argv[argv.index(a) - 1] != "-o"]
+        if aimodels:
+            assert str(Path(aimodels[0])) in written, f"{module} {argv}: no export line above writes {aimodels[0]}"
+            continue
         inputs = [a for a in argv if a.endswith(".mlpackage") and argv[argv.index(a) - 1:argv.index(a)] != ["-o"]]
         if module in ("ane_vit.analysis", "ane_vit.compress", "ane_vit.latency") and inputs:
             if inputs == ["IN.mlpackage"]:
@@ -73,4 +84,5 @@ def test_every_readme_command_gets_past_its_checks_on_a_fresh_clone(fresh_clone,
         with pytest.raises(Reached):
             mains[module](argv)
         ran.append(module)
-    assert {"ane_vit.export", "ane_vit.bench", "ane_vit.digits", "ane_vit.compress", "ane_vit.latency", "ane_vit.analysis"} <= set(ran)
+    assert {"ane_vit.export", "ane_vit.bench", "ane_vit.digits", "ane_vit.compress", "ane_vit.latency", "ane_vit.analysis",
+            "ane_vit.coreai"} <= set(ran)
