@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import copy
 import io
@@ -249,11 +250,13 @@ def compress(model: nn.Module, method: CoreAIMethod, calibration: torch.Tensor |
     """
     from coreai_opt import ExportBackend
 
-    os.environ.setdefault("TQDM_DISABLE", "1")  # the palettizer's per-layer progress bar
     model = copy.deepcopy(model).eval()
     if method.kind == "float":
         return model, (_labels(model, probe, batch) if probe is not None else None)
     example = _example(method, calibration, batch)
+    if method.kind == "w8a8" and (calibration is None or len(calibration) % batch):
+        raise ValueError(f"W8A8 needs calibration images, a multiple of batch={batch}, shape (N, 3, 64, 64); "
+                         f"got {None if calibration is None else tuple(calibration.shape)}")
     if method.kind == "palettize":
         from coreai_opt.palettization import KMeansPalettizer, KMeansPalettizerConfig, ModuleKMeansPalettizerConfig
         from coreai_opt.palettization import PalettizationSpec
@@ -271,9 +274,6 @@ def compress(model: nn.Module, method: CoreAIMethod, calibration: torch.Tensor |
         compressor = Quantizer(model, config)
         prepared = compressor.prepare((example,))
         if method.kind == "w8a8":
-            if calibration is None or len(calibration) % batch:
-                raise ValueError(f"W8A8 calibration images must be a multiple of batch={batch}, "
-                                 f"got {None if calibration is None else len(calibration)}")
             with compressor.calibration_mode(), torch.no_grad():
                 for i in range(0, len(calibration), batch):
                     prepared(calibration[i:i + batch])
@@ -368,7 +368,12 @@ def _run_aimodel(path: Path, x: torch.Tensor, batch: int, fp16: bool) -> torch.T
                 out.append(torch.from_numpy(result["logits"].numpy().astype(np.float32)[:n].copy()))
             return torch.cat(out)
 
-    return asyncio.run(_run())
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # no loop running: the usual case
+        return asyncio.run(_run())
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # inside Jupyter, whose kernel runs a loop
+        return pool.submit(asyncio.run, _run()).result()
 
 
 # --------------------------------------------------------------------------- statistics
