@@ -778,6 +778,22 @@ def _refresh_coremltools(results: dict, digits: dict) -> dict:
     return results
 
 
+def _dumps(results: dict) -> str:
+    """JSON with one line per flat list or flat object (labels, intervals, per-quantizer records)."""
+
+    def encode(value, indent: str) -> str:
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if items is None or not any(isinstance(v, (dict, list)) for v in items):
+            return json.dumps(value)
+        inner = indent + " "
+        if isinstance(value, dict):
+            body = [f"{inner}{json.dumps(k)}: {encode(v, inner)}" for k, v in value.items()]
+            return "{\n" + ",\n".join(body) + f"\n{indent}}}"
+        return "[\n" + ",\n".join(f"{inner}{encode(v, inner)}" for v in value) + f"\n{indent}]"
+
+    return encode(results, "") + "\n"
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ane_vit.coreai.optimize",
@@ -817,7 +833,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results = _refresh_coremltools(results, _load_digits_json(args.digits_json))
             except (ValueError, FileNotFoundError) as err:
                 parser.error(str(err))
-            output.write_text(json.dumps(results, indent=1) + "\n")
+            output.write_text(_dumps(results))
         print(markdown_table(results))
         return 0
     if output.exists() and not args.overwrite:
@@ -840,7 +856,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "runtime": "Apple's Core AI runtime, Linux x86-64 build (CPU reference), via coreai.authoring AIModelAsset.executable",
     }
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=1) + "\n")
+    output.write_text(_dumps(results))
     print(markdown_table(results))
     print(output)
     return 0
