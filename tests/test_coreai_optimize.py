@@ -125,8 +125,9 @@ def test_int8_weights_for_real(data, prepared, results, tmp_path):
         scale = dict(model.named_buffers())[name.replace("quantized_data", "scale")]
         assert scale.shape[0] == q.shape[0] and scale[0].numel() == 1
     path = opt._export_aimodel(model, tmp_path / "int8.aimodel", BATCH, fp16=True)
-    labels = opt._run_aimodel(path, x_test[keep], BATCH, fp16=True).argmax(1)
-    assert labels.tolist() == [row["labels"][i] for i in keep.tolist()]
+    some = keep[:7]  # fewer images than the program's batch: the runner pads, then drops the padding
+    labels = opt._run_aimodel(path, x_test[some], BATCH, fp16=True).argmax(1)
+    assert labels.tolist() == [row["labels"][i] for i in some.tolist()]
     from ane_vit.export import package_nbytes
 
     nbytes = package_nbytes(path)
