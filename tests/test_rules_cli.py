@@ -6,9 +6,9 @@ import json
 import pytest
 
 from ane_vit.analysis import RULES, main
+from ane_vit.analysis.rules_survey import load_rules_findings
 from ane_vit.deit import DEIT_CONFIGS
 from ane_vit.moat import ARCHITECTURES
-from ane_vit.analysis.rules_survey import load_rules_findings
 
 
 def _fails(capsys, argv) -> str:

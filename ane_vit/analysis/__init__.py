@@ -28,6 +28,7 @@ off the ``torch.export`` graph of any PyTorch model (``python -m ane_vit.analysi
 from __future__ import annotations
 
 from . import program as _program
+from . import rules as _rules
 from .cli import main
 from .program import (
     CompressedWeight,
@@ -40,7 +41,6 @@ from .program import (
     ane_rules,
     op_histogram,
 )
-from . import rules as _rules
 from .rules import Rule, RuleFinding, RulesReport, check_rules
 
 __all__ = [

@@ -395,7 +395,7 @@ def _convs_and_pools(g: _Graph, out: _Findings, facts: dict) -> None:
                 out.add("conv_stride", n, problem)
             if max(kernel, default=1) > LARGE_KERNEL:
                 hint = ("a patchify conv (kernel = stride): pixel_unshuffle then a 1x1 conv computes the same"
-                        if kernel == stride else f"stack smaller kernels (k1 + k2 - 1 = k, e.g. 9 = 5 + 5 - 1)")
+                        if kernel == stride else "stack smaller kernels (k1 + k2 - 1 = k, e.g. 9 = 5 + 5 - 1)")
                 wide = " (widest along the width)" if nd == 2 and kernel[1] > kernel[0] else ""
                 out.add("large_kernel", n, f"kernel {kernel}{wide} > {LARGE_KERNEL}: {hint}")
             if max(dilation, default=1) > LARGE_DILATION:

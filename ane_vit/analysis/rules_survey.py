@@ -328,7 +328,6 @@ def _versions() -> dict:
     import numpy
 
     from .. import __version__
-
     from .._versions import dist_version
 
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,

@@ -22,9 +22,12 @@ raises ``CoreAIUnavailableError`` saying where Core AI installs. Only ``mac`` ne
 * ``accuracy``: ``digits_accuracy`` (-> ``results/coreai_digits_accuracy.json``);
 * ``mac``: compute units, compute plan, ahead-of-time compile (macOS 27+ / Xcode 27+ only);
 * ``quiet``: the stack's routine chatter kept out of our output;
+* ``optimize``: coreai-opt compression of the digits model (palettization, int8 weights,
+  W8A8 with calibration) through Apple's runtime (``python -m ane_vit.coreai.optimize`` ->
+  ``results/coreai_compression_digits.json``), and the record of coremltools' PT2E routes;
 * ``cli``: ``python -m ane_vit.coreai export | run | summary | runtimes | probes | accuracy``.
 
-(``optimize`` is reserved for coreai-opt compression.) The Core AI packages are imported
+The Core AI packages are imported
 inside the functions that need them. See ``notebooks/10_core_ai.ipynb``.
 """
 
