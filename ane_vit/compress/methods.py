@@ -16,6 +16,11 @@ magnitude / n:m prune  ``constexpr_sparse_to_dense``                 iOS 16 / ma
 W8A8 (activations)     ``quantize`` / ``dequantize``                 iOS 17 / macOS 14
 =====================  ==========================================  ======================
 
+Every method takes ``weight_threshold`` (default 2,048, coremltools' own): constants with that
+many elements or fewer stay float16. In a small model they are a visible share of the file;
+lower the threshold to compress them too (rank-1 constants and those under 10 elements are
+never compressed by coremltools).
+
 A method that needs iOS 18 must be given a program converted with
 ``minimum_deployment_target="iOS18"`` (coremltools cannot raise the target of a converted
 program); ``compress`` says so in its error.
@@ -62,6 +67,22 @@ METHOD_TARGETS = {
 }
 #: coremltools compresses only constants with more elements than this (its default).
 WEIGHT_THRESHOLD = 2048
+
+
+def _check_threshold(weight_threshold) -> None:
+    """``weight_threshold``: compress only constants with MORE elements than this (coremltools' default 2,048).
+
+    Whatever the threshold, coremltools 9.0 never compresses a constant of rank <= 1 (biases,
+    norm scales and shifts, batch-norm statistics) nor one of fewer than 10 elements (stored in
+    the program description, not in ``weight.bin``).
+    """
+    if isinstance(weight_threshold, bool) or not isinstance(weight_threshold, int) or weight_threshold < 0:
+        raise ValueError(f"weight_threshold must be an int >= 0 (elements), got {weight_threshold!r}")
+
+
+def _threshold_record(weight_threshold: int) -> dict:
+    """The record entry of a non-default threshold (the default is not written, as before)."""
+    return {} if weight_threshold == WEIGHT_THRESHOLD else {"weight_threshold": weight_threshold}
 _RECORD_KEY = "ane_vit.compression"
 
 
@@ -119,6 +140,9 @@ def _run(fn: Callable, model, config, method: str, params: dict, record_extra: d
 
 def record_summary(record: dict) -> str:
     """One line for a compression record, e.g. ``palettize 4 bits (k-means, per tensor)``."""
+    if "weight_threshold" in record:  # a threshold other than coremltools' default
+        rest = {k: v for k, v in record.items() if k != "weight_threshold"}
+        return f"{record_summary(rest)}, constants > {record['weight_threshold']:,} elements"
     m = record["method"]
     if m.startswith("palettize"):
         group = f"groups of {record['group_size']} channels" if record.get("group_size") else "per tensor"
@@ -141,54 +165,68 @@ def compression_record(model) -> dict | None:
     return json.loads(text) if text else None
 
 
-def palettize(model, nbits: int, group_size: int | None = None):
+def palettize(model, nbits: int, group_size: int | None = None, weight_threshold: int = WEIGHT_THRESHOLD):
     """k-means palettization: each weight becomes an index into a table of ``2**nbits`` values.
 
     ``group_size=None``: one table per tensor (iOS 16). ``group_size=G``: one table per group
-    of ``G`` output channels (iOS 18; the program must target iOS 18).
+    of ``G`` output channels (iOS 18; the program must target iOS 18). ``weight_threshold``:
+    only constants with more elements are compressed (see ``_check_threshold``).
     """
     import coremltools.optimize.coreml as cto
 
     model = _load(model)
+    _check_threshold(weight_threshold)
     if nbits not in PALETTE_BITS:
         raise ValueError(f"nbits must be one of {PALETTE_BITS}, got {nbits!r}")
     if group_size is None:
-        op = cto.OpPalettizerConfig(nbits=nbits, mode="kmeans", granularity="per_tensor")
+        op = cto.OpPalettizerConfig(nbits=nbits, mode="kmeans", granularity="per_tensor", weight_threshold=weight_threshold)
         method = "palettize"
     else:
         if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
             raise ValueError(f"group_size must be a positive int, got {group_size!r}")
         method = "palettize-grouped"
         _require_target(model, method)
-        op = cto.OpPalettizerConfig(nbits=nbits, mode="kmeans", granularity="per_grouped_channel", group_size=group_size)
+        op = cto.OpPalettizerConfig(nbits=nbits, mode="kmeans", granularity="per_grouped_channel", group_size=group_size,
+                                    weight_threshold=weight_threshold)
     return _run(cto.palettize_weights, model, cto.OptimizationConfig(global_config=op), method,
-                {"nbits": nbits, "group_size": group_size})
+                {"nbits": nbits, "group_size": group_size}, _threshold_record(weight_threshold))
 
 
-def quantize_int8(model):
-    """Linear symmetric int8 weights with one scale per output channel (iOS 16)."""
+def quantize_int8(model, weight_threshold: int = WEIGHT_THRESHOLD):
+    """Linear symmetric int8 weights with one scale per output channel (iOS 16).
+
+    ``weight_threshold``: only constants with more elements are compressed (see ``_check_threshold``).
+    """
     import coremltools.optimize.coreml as cto
 
     model = _load(model)
-    op = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel")
-    return _run(cto.linear_quantize_weights, model, cto.OptimizationConfig(global_config=op), "int8", {"nbits": 8})
+    _check_threshold(weight_threshold)
+    op = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel",
+                                     weight_threshold=weight_threshold)
+    return _run(cto.linear_quantize_weights, model, cto.OptimizationConfig(global_config=op), "int8", {"nbits": 8},
+                _threshold_record(weight_threshold))
 
 
-def quantize_int4_block(model, block_size: int = 32):
-    """Linear symmetric int4 weights with one scale per block of ``block_size`` input channels (iOS 18)."""
+def quantize_int4_block(model, block_size: int = 32, weight_threshold: int = WEIGHT_THRESHOLD):
+    """Linear symmetric int4 weights with one scale per block of ``block_size`` input channels (iOS 18).
+
+    ``weight_threshold``: only constants with more elements are compressed (see ``_check_threshold``).
+    """
     import coremltools.optimize.coreml as cto
 
     model = _load(model)
+    _check_threshold(weight_threshold)
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
         raise ValueError(f"block_size must be a positive int, got {block_size!r}")
     _require_target(model, "int4-block")
-    op = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4", granularity="per_block", block_size=block_size)
+    op = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4", granularity="per_block", block_size=block_size,
+                                     weight_threshold=weight_threshold)
     return _run(cto.linear_quantize_weights, model, cto.OptimizationConfig(global_config=op), "int4-block",
-                {"nbits": 4, "block_size": block_size})
+                {"nbits": 4, "block_size": block_size}, _threshold_record(weight_threshold))
 
 
-def _prunable_consts(model) -> list:
-    """The const ops coremltools' pruner would consider: float tensors > WEIGHT_THRESHOLD elements, used by an op."""
+def _prunable_consts(model, weight_threshold: int = WEIGHT_THRESHOLD) -> list:
+    """The const ops coremltools' pruner would consider: float tensors > ``weight_threshold`` elements, used by an op."""
     from ..interpret import load_program
 
     func = load_program(model).functions["main"]
@@ -197,48 +235,55 @@ def _prunable_consts(model) -> list:
         if op.op_type != "const":
             continue
         val = op.outputs[0].val
-        if not isinstance(val, np.ndarray) or val.size <= WEIGHT_THRESHOLD or val.dtype.kind != "f":
+        if not isinstance(val, np.ndarray) or val.size <= weight_threshold or val.dtype.kind != "f":
             continue
         if any(op.outputs[0].child_ops):
             found.append(op)
     return found
 
 
-def prune_magnitude(model, sparsity: float):
+def prune_magnitude(model, sparsity: float, weight_threshold: int = WEIGHT_THRESHOLD):
     """Zero the ``sparsity`` share of smallest-magnitude entries of every large weight (iOS 16).
 
     Each weight's threshold is the ``sparsity`` quantile of its absolute values computed in
     float32, applied with ``OpThresholdPrunerConfig``: coremltools 9.0's own
     ``target_sparsity`` computes it in the weight's dtype, which overflows to NaN for float16
-    tensors of more than 65,504 elements and then prunes nothing.
+    tensors of more than 65,504 elements and then prunes nothing. ``weight_threshold``: only
+    constants with more elements are pruned (see ``_check_threshold``).
     """
     import coremltools.optimize.coreml as cto
 
     model = _load(model)
+    _check_threshold(weight_threshold)
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 < sparsity < 1:
         raise ValueError(f"sparsity must be a number strictly between 0 and 1, got {sparsity!r}")
     configs = {}
-    for op in _prunable_consts(model):
+    for op in _prunable_consts(model, weight_threshold):
         magnitude = np.abs(op.outputs[0].val.astype(np.float32))
         threshold = float(np.quantile(magnitude, sparsity, method="lower"))  # an entry of the tensor
         configs[op.name] = cto.OpThresholdPrunerConfig(
-            threshold=max(threshold, 1e-12), minimum_sparsity_percentile=0.0, weight_threshold=WEIGHT_THRESHOLD
+            threshold=max(threshold, 1e-12), minimum_sparsity_percentile=0.0, weight_threshold=weight_threshold
         )
     if not configs:
-        raise ValueError(f"the program has no weight with more than {WEIGHT_THRESHOLD} elements to prune")
+        raise ValueError(f"the program has no weight with more than {weight_threshold} elements to prune")
     return _run(cto.prune_weights, model, cto.OptimizationConfig(op_name_configs=configs), "prune",
-                {"sparsity": float(sparsity)}, {"threshold": "per weight, float32 quantile"})
+                {"sparsity": float(sparsity)}, {"threshold": "per weight, float32 quantile", **_threshold_record(weight_threshold)})
 
 
-def prune_n_m(model, n: int = 2, m: int = 4):
-    """Structured n:m pruning: in every block of ``m`` input channels, the ``n`` smallest are zero (iOS 16)."""
+def prune_n_m(model, n: int = 2, m: int = 4, weight_threshold: int = WEIGHT_THRESHOLD):
+    """Structured n:m pruning: in every block of ``m`` input channels, the ``n`` smallest are zero (iOS 16).
+
+    ``weight_threshold``: only constants with more elements are pruned (see ``_check_threshold``).
+    """
     import coremltools.optimize.coreml as cto
 
     model = _load(model)
     if not (isinstance(n, int) and isinstance(m, int) and 0 < n < m):
         raise ValueError(f"n:m needs integers 0 < n < m, got {n}:{m}")
-    op = cto.OpMagnitudePrunerConfig(n_m_ratio=(n, m))
-    return _run(cto.prune_weights, model, cto.OptimizationConfig(global_config=op), "prune-n:m", {"n": n, "m": m})
+    _check_threshold(weight_threshold)
+    op = cto.OpMagnitudePrunerConfig(n_m_ratio=(n, m), weight_threshold=weight_threshold)
+    return _run(cto.prune_weights, model, cto.OptimizationConfig(global_config=op), "prune-n:m", {"n": n, "m": m},
+                _threshold_record(weight_threshold))
 
 
 def weight_sparsity(model) -> float:
