@@ -85,12 +85,15 @@ def train(
     threads: int = 1,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    data: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[dict, dict]:
     """Train the digits micro-moat; returns ``(state_dict, record)``.
 
     ``state_dict`` is the reference model's (float32); ``record`` holds the settings, the
     time, the versions and the train/test accuracy (reference model, float32, eval mode).
     Seeded: the same seed and thread count give the same weights on the same machine.
+    ``data``: ``(x_train, y_train, x_test, y_test)`` to train and test on instead of
+    ``load_data()`` (cross-validation folds, ``ane_vit.digits.crossval``).
 
     Raises:
         ValueError: for non-positive ``epochs``, ``batch_size``, ``threads`` or ``lr``.
@@ -106,7 +109,7 @@ def train(
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     generator = torch.Generator().manual_seed(seed)
-    x_train, y_train, x_test, y_test = load_data()
+    x_train, y_train, x_test, y_test = load_data() if data is None else data
     model = build_digits_model("reference", batch=batch_size)
     seed_momenta = [m.momentum for m in _batch_norms(model)]
     for m in _batch_norms(model):
