@@ -80,13 +80,14 @@ def _candidates():
 
 
 def place_labels(ax, xy: Sequence[tuple[float, float]], texts: Sequence[str], obstacles: Sequence = (),
-                 fontsize: float = FONT_SIZE) -> list:
+                 fontsize: float = FONT_SIZE, avoid: Sequence = ()) -> list:
     """Label every point ``xy[i]`` (data coordinates) with ``texts[i]``, no two labels overlapping.
 
     Greedy: for each point, the nearest offset whose text box stays inside the axes and clears
     every placed label, every marker and each box of ``obstacles`` (display-space ``Bbox`` es,
     one per point, e.g. its error bar) wins; a leader line (for labels placed farther than 12
-    points) must not cross another marker or label either (it may run along its own error bar). If no offset is free, the one with the
+    points) must not cross another marker or label either (it may run along its own error bar).
+    ``avoid``: more display-space boxes no label may cover (a legend). If no offset is free, the one with the
     least overlap is used. Call it after the axes limits are final. Returns the
     ``Annotation`` objects, in the order of ``xy``.
     """
@@ -96,7 +97,7 @@ def place_labels(ax, xy: Sequence[tuple[float, float]], texts: Sequence[str], ob
     px = ax.transData.transform(xy) if len(xy) else []
     scale = fig.dpi / 72.0  # display pixels per point
     markers = [(x - 5 * scale, y - 5 * scale, x + 5 * scale, y + 5 * scale) for x, y in px]
-    taken = markers + [(b.x0, b.y0, b.x1, b.y1) for b in obstacles]  # boxes as (x0, y0, x1, y1), display space
+    taken = markers + [(b.x0, b.y0, b.x1, b.y1) for b in [*obstacles, *avoid]]  # (x0, y0, x1, y1), display space
     frame = (inside.x0, inside.y0, inside.x1, inside.y1)
     out = []
     for i, ((x, y), text) in enumerate(zip(xy, texts)):
@@ -186,7 +187,7 @@ def plot_size_vs_quality(ax, rows: Sequence[dict], quality: str, label: str, not
     ``label``; the Pareto front is joined by a dashed line. Returns the indices of the rows on
     the front.
     """
-    from ..plotting import COLORS, provenance_note
+    from ..plotting import COLORS
 
     points = [(r["bytes"] / 1e6, r[quality]) for r in rows]
     seen = set()
@@ -198,12 +199,13 @@ def plot_size_vs_quality(ax, rows: Sequence[dict], quality: str, label: str, not
     front = pareto_front(points)
     ax.plot([points[i][0] for i in front], [points[i][1] for i in front], color=COLORS["neutral"], lw=1, ls="--",
             label="Pareto front", zorder=2)
-    ax.set_xlabel("program size on disk (MB)", fontsize=FONT_SIZE)
+    ax.set_xlabel("program size on disk (MB = 10^6 bytes)", fontsize=FONT_SIZE)
     ax.set_ylabel(label, fontsize=FONT_SIZE)
     ax.tick_params(labelsize=FONT_SIZE)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=FONT_SIZE - 1)
-    place_labels(ax, points, [r["label"] for r in rows])
-    provenance_note(ax, note)
+    legend = ax.legend(loc="upper left", fontsize=FONT_SIZE - 1)  # small and good is empty: nothing is both
+    place_labels(ax, points, [r["label"] for r in rows], avoid=[legend.get_window_extent(ax.figure.canvas.get_renderer())])
+    ax.annotate(note, xy=(0, -0.16), xycoords="axes fraction", fontsize=FONT_SIZE - 1, color=COLORS["neutral"],
+                ha="left", va="top")
     return front
 
 
