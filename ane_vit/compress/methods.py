@@ -26,9 +26,11 @@ A method that needs iOS 18 must be given a program converted with
 program); ``compress`` says so in its error.
 
 Pitfall worked around (coremltools 9.0 + numpy 2): ``OpMagnitudePrunerConfig(target_sparsity=...)``
-on a float16 program prunes nothing, because ``np.percentile`` of a float16 array of more
-than 65,504 elements overflows to NaN. ``prune_magnitude`` computes each weight's threshold
-in float32 itself and prunes with ``OpThresholdPrunerConfig``.
+on a float16 program prunes nothing: numpy < 2.4 computes ``np.percentile``'s index
+``(n - 1) * q`` in the array's dtype, and ``n - 1`` rounds to infinity in float16 from 65,520
+on, so the threshold of a float16 weight of 65,521 elements or more is NaN (numpy issue 29003,
+fixed in 2.4.0 by PR 29105). ``prune_magnitude`` computes each weight's threshold in float32
+itself and prunes with ``OpThresholdPrunerConfig``.
 """
 
 from __future__ import annotations
@@ -247,8 +249,8 @@ def prune_magnitude(model, sparsity: float, weight_threshold: int = WEIGHT_THRES
 
     Each weight's threshold is the ``sparsity`` quantile of its absolute values computed in
     float32, applied with ``OpThresholdPrunerConfig``: coremltools 9.0's own
-    ``target_sparsity`` computes it in the weight's dtype, which overflows to NaN for float16
-    tensors of more than 65,504 elements and then prunes nothing. ``weight_threshold``: only
+    ``target_sparsity`` calls ``np.percentile`` on the float16 weight, whose index arithmetic
+    overflows (NaN) from 65,521 elements on, and then prunes nothing. ``weight_threshold``: only
     constants with more elements are pruned (see ``_check_threshold``).
     """
     import coremltools.optimize.coreml as cto
