@@ -115,3 +115,13 @@ def test_with_statistics_counts_by_hand():
         decode_labels("09a7")
     with pytest.raises(ValueError, match="program prune 2:4: 3 labels for 10 images"):
         with_statistics([{"stage": "program prune 2:4", "labels": "012"}], truth, base)
+
+
+def test_predict_in_float16_leaves_the_model_untouched(x_test):
+    from ane_vit.digits.evaluate import predict
+
+    model = load_model("reference")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    predict(model, x_test[:2], torch.float16)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) and after[k].dtype == before[k].dtype for k in before)

@@ -64,12 +64,17 @@ def stratified_subset(y: torch.Tensor, per_class: int) -> torch.Tensor:
 
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, dtype: torch.dtype = torch.float32, batch_size: int = 40) -> torch.Tensor:
-    """Predicted labels of a PyTorch model run in ``dtype``. Shapes: ``x: (N, 3, 64, 64) -> (N,)``."""
+    """Predicted labels of a PyTorch model run in ``dtype``. Shapes: ``x: (N, 3, 64, 64) -> (N,)``.
+
+    Another dtype runs on a copy: casting ``model`` itself to float16 and back would leave
+    every weight and batch-norm statistic rounded to float16 (a later export would differ).
+    """
+    if dtype != torch.float32:
+        import copy
+
+        model = copy.deepcopy(model)
     model = model.eval().to(dtype)
-    try:
-        return torch.cat([model(x[i:i + batch_size].to(dtype)).argmax(1) for i in range(0, len(x), batch_size)])
-    finally:
-        model.float()
+    return torch.cat([model(x[i:i + batch_size].to(dtype)).argmax(1) for i in range(0, len(x), batch_size)])
 
 
 def predict_program(program, x: torch.Tensor) -> torch.Tensor:
