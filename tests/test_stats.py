@@ -88,13 +88,15 @@ def test_min_discordant_for_significance():
 
 
 def test_discordant_pairs_and_paired_comparison():
-    y = [0, 1, 2, 3, 4, 5]
-    a = [0, 1, 2, 3, 9, 9]  # right on 0..3
-    b = np.array([0, 9, 2, 9, 4, 9])  # right on 0, 2, 4
-    assert discordant_pairs(a, b, y) == (2, 1)  # images 1, 3 by A only; image 4 by B only
+    y = [0, 1, 2, 3, 4, 5, 6]
+    a = [0, 1, 2, 3, 9, 9, 7]  # right on 0..3
+    b = np.array([0, 9, 2, 9, 4, 9, 8])  # right on 0, 2, 4
+    # images 1, 3 by A only; image 4 by B only; 5 and 6 wrong under both (6 with different
+    # wrong labels: the two disagree, but neither is right, so it is not discordant)
+    assert discordant_pairs(a, b, y) == (2, 1)
     r = paired_comparison(a, torch.tensor(b), y)
-    assert (r["n"], r["correct_a"], r["correct_b"], r["b"], r["c"]) == (6, 4, 3, 2, 1)
-    assert r["p_value"] == 1.0 and r["ci_a"] == wilson_interval(4, 6)
+    assert (r["n"], r["correct_a"], r["correct_b"], r["b"], r["c"]) == (7, 4, 3, 2, 1)
+    assert r["p_value"] == 1.0 and r["ci_a"] == wilson_interval(4, 7)
 
 
 @pytest.mark.parametrize("call, err, message", [
