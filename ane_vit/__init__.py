@@ -18,7 +18,7 @@ The folders are the architecture:
   (``python -m ane_vit.digits``);
 * ``bench/``: ANE vs reference, side by side (``python -m ane_vit.bench``);
 * helpers for the book and tests: ``intermediates``, ``pe_study``, ``notebook``,
-  ``plotting``, ``testing``.
+  ``plotting``, ``testing``, ``stats`` (intervals and exact paired tests for accuracies).
 """
 
 from .attention import PEType, WindowAttention, relative_position_index

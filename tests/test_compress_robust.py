@@ -319,7 +319,7 @@ def test_a_ctrl_c_that_a_dependency_swallows_still_stops_the_command(p, tmp_path
     # Ctrl-C that arrives there is swallowed. Here one arrives inside such a block.
     real = compress.methods.quantize_int8
 
-    def swallowing(*args):
+    def swallowing(*args, **kwargs):
         try:
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(1)  # the handler raises here

@@ -106,7 +106,8 @@ def test_evaluate_saves_every_program_through_the_atomic_save(tmp_path, fast_eva
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(program_files())  # no staging folder left
     assert (old / "weights.bin").read_text() == "int8"
     assert [r["stage"] for r in results["stages"]][-len(COMPRESSIONS):] == [f"program {n}" for n in COMPRESSIONS]
-    assert results["split"] == {"n_test": 20, "subset": False, "seed": 0, "test_fraction": 0.2}
+    assert results["split"] == {"n_test": 20, "subset": False, "seed": 0, "test_fraction": 0.2,
+                               "labels": "01234567890123456789"}
 
 
 @pytest.mark.parametrize("make, message", [
@@ -155,8 +156,10 @@ def test_limit_beyond_the_split_is_refused_before_any_work(monkeypatch, capsys, 
 
 
 def test_the_split_records_the_images_that_ran(fast_evaluate):
-    assert evaluate(limit=10, compressed=False)["split"] == {"n_test": 10, "subset": True, "seed": 0, "test_fraction": 0.2}
-    assert evaluate(limit=20, compressed=False)["split"] == {"n_test": 20, "subset": False, "seed": 0, "test_fraction": 0.2}
+    assert evaluate(limit=10, compressed=False)["split"] == {"n_test": 10, "subset": True, "seed": 0, "test_fraction": 0.2,
+                                                            "labels": "0123456789"}
+    assert evaluate(limit=20, compressed=False)["split"] == {"n_test": 20, "subset": False, "seed": 0, "test_fraction": 0.2,
+                                                            "labels": "01234567890123456789"}
     with pytest.raises(ValueError, match=r"limit must be an int from 10 to 20 \(the test images, 10 classes\), got 21"):
         evaluate(limit=21, compressed=False)
 

@@ -19,6 +19,7 @@ from .cli import main
 from .methods import (
     METHOD_TARGETS,
     PALETTE_BITS,
+    WEIGHT_THRESHOLD,
     compression_record,
     palettize,
     prune_magnitude,
@@ -32,6 +33,7 @@ from .methods import (
 __all__ = [
     "METHOD_TARGETS",
     "PALETTE_BITS",
+    "WEIGHT_THRESHOLD",
     "palettize",
     "quantize_int8",
     "quantize_int4_block",

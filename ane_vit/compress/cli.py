@@ -61,6 +61,9 @@ def _build_parser() -> argparse.ArgumentParser:
     how.add_argument("--prune", type=_prune_arg, metavar="FRACTION|N:M", help="magnitude pruning (e.g. 0.5) or n:m pruning (e.g. 2:4)")
     parser.add_argument("--group-size", type=int, default=None, metavar="G",
                         help="with --palettize: one table per G output channels (iOS18) instead of one per tensor")
+    parser.add_argument("--weight-threshold", type=int, default=methods.WEIGHT_THRESHOLD, metavar="N",
+                        help=f"compress only constants with more than N elements (default: {methods.WEIGHT_THRESHOLD}, "
+                             "coremltools' own; 0 compresses every constant coremltools can, i.e. rank >= 2 and >= 10 elements)")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.mlpackage", help="where to save the compressed program")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     return parser
@@ -141,17 +144,20 @@ def _compress(argv: list[str] | None) -> int:
         target = resolve_target(args.output, overwrite=args.overwrite)  # '~' expanded once, checked before the work
     except (ValueError, OSError) as err:
         parser.error(str(err))
+    if args.weight_threshold < 0:
+        parser.error(f"--weight-threshold must be >= 0 (elements), got {args.weight_threshold}")
+    threshold = {"weight_threshold": args.weight_threshold}
     try:
         if args.palettize is not None:
-            out = methods.palettize(source, args.palettize, group_size=args.group_size)
+            out = methods.palettize(source, args.palettize, group_size=args.group_size, **threshold)
         elif args.int8:
-            out = methods.quantize_int8(source)
+            out = methods.quantize_int8(source, **threshold)
         elif args.int4_block is not None:
-            out = methods.quantize_int4_block(source, args.int4_block)
+            out = methods.quantize_int4_block(source, args.int4_block, **threshold)
         elif isinstance(args.prune, tuple):
-            out = methods.prune_n_m(source, *args.prune)
+            out = methods.prune_n_m(source, *args.prune, **threshold)
         else:
-            out = methods.prune_magnitude(source, args.prune)
+            out = methods.prune_magnitude(source, args.prune, **threshold)
     except (ValueError, TypeError) as err:
         parser.error(str(err))
     try:

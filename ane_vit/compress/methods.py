@@ -22,17 +22,24 @@ program); ``compress`` says so in its error.
 
 Nothing silent: every method first refuses a program with a non-finite weight (NaN or
 infinity would become NaN scales, tables or thresholds) and a program with nothing it could
-compress (no float weight of more than ``WEIGHT_THRESHOLD`` elements, e.g. one already
+compress (no float weight of more than ``weight_threshold`` elements, e.g. one already
 compressed). coremltools skips a weight a setting does not fit (a group size or block size
 that does not divide its channels, n:m with ``m`` over half of them) with a log line and
 goes on; here its skips are collected, the weights actually compressed are counted in the
 result, and a method that compressed none of them raises ``ValueError`` with coremltools'
 reasons. The record says how many weights (constants and elements) were compressed.
 
+Every method takes ``weight_threshold`` (default 2,048, coremltools' own): constants with that
+many elements or fewer stay float16. In a small model they are a visible share of the file;
+lower the threshold to compress them too (rank-1 constants and those under 10 elements are
+never compressed by coremltools).
+
 Pitfall worked around (coremltools 9.0 + numpy 2): ``OpMagnitudePrunerConfig(target_sparsity=...)``
-on a float16 program prunes nothing, because ``np.percentile`` of a float16 array of more
-than 65,504 elements overflows to NaN. ``prune_magnitude`` computes each weight's threshold
-in float32 itself and prunes with ``OpThresholdPrunerConfig``.
+on a float16 program prunes nothing: numpy < 2.4 computes ``np.percentile``'s index
+``(n - 1) * q`` in the array's dtype, and ``n - 1`` rounds to infinity in float16 from 65,520
+on, so the threshold of a float16 weight of 65,521 elements or more is NaN (numpy issue 29003,
+fixed in 2.4.0 by PR 29105). ``prune_magnitude`` computes each weight's threshold in float32
+itself and prunes with ``OpThresholdPrunerConfig``.
 """
 
 from __future__ import annotations
@@ -77,6 +84,24 @@ METHOD_TARGETS = {
 }
 #: coremltools compresses only constants with more elements than this (its default).
 WEIGHT_THRESHOLD = 2048
+
+
+def _check_threshold(weight_threshold) -> int:
+    """``weight_threshold``: compress only constants with MORE elements than this (coremltools' default 2,048).
+
+    Whatever the threshold, coremltools 9.0 never compresses a constant of rank <= 1 (biases,
+    norm scales and shifts, batch-norm statistics) nor one of fewer than 10 elements (stored in
+    the program description, not in ``weight.bin``). Numpy integers are accepted.
+    """
+    ok = isinstance(weight_threshold, (int, np.integer)) and not isinstance(weight_threshold, (bool, np.bool_))
+    if not ok or weight_threshold < 0:
+        raise ValueError(f"weight_threshold must be an int >= 0 (elements), got {weight_threshold!r}")
+    return int(weight_threshold)
+
+
+def _threshold_record(weight_threshold: int) -> dict:
+    """The record entry of a non-default threshold (the default is not written, as before)."""
+    return {} if weight_threshold == WEIGHT_THRESHOLD else {"weight_threshold": weight_threshold}
 _RECORD_KEY = "ane_vit.compression"
 
 
@@ -108,11 +133,12 @@ class _Weight:
 
 @dataclass(frozen=True)
 class _Weights:
-    """What a method may compress in one program: its float weights of more than ``WEIGHT_THRESHOLD`` elements."""
+    """What a method may compress in one program: its float weights of rank >= 2 and more than ``threshold`` elements."""
 
     source: str
     candidates: tuple[_Weight, ...]
     constexpr_ops: int  # weights the program already stores compressed
+    threshold: int = WEIGHT_THRESHOLD
 
     @property
     def names(self) -> frozenset[str]:
@@ -129,12 +155,13 @@ def _float_consts(func) -> Iterator[tuple[object, np.ndarray]]:
             yield op, val
 
 
-def _weights(model, given) -> _Weights:
+def _weights(model, given, threshold: int = WEIGHT_THRESHOLD) -> _Weights:
     """Check ``model`` before compressing it: every float weight finite, something to compress.
 
     Raises ``ValueError`` naming the weights that hold NaN or infinity (they would turn int8
     scales, k-means tables and magnitude thresholds into NaN), or saying that no weight can be
-    compressed (none above the size threshold: already compressed, or too small).
+    compressed (none above the size ``threshold``: already compressed, or too small; coremltools
+    never compresses a rank-1 constant, so those are not candidates).
     """
     from ..interpret import load_program
 
@@ -145,7 +172,7 @@ def _weights(model, given) -> _Weights:
         finite = np.isfinite(val)
         if not finite.all():
             bad.append(f"{op.name} {tuple(val.shape)}: {int(np.isnan(val).sum())} NaN, {int(np.isinf(val).sum())} infinite")
-        if val.size > WEIGHT_THRESHOLD:
+        if val.size > threshold and val.ndim > 1:
             candidates.append(_Weight(op.name, tuple(int(d) for d in val.shape), int(val.size)))
     if bad:
         listed = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
@@ -155,8 +182,8 @@ def _weights(model, given) -> _Weights:
     if not candidates:
         why = (f"it already stores {constexpr} weight(s) compressed (constexpr_* ops)" if constexpr
                else "coremltools leaves smaller weights uncompressed")
-        raise ValueError(f"{source} has no float weight of more than {WEIGHT_THRESHOLD:,} elements to compress: {why}")
-    return _Weights(source, tuple(candidates), constexpr)
+        raise ValueError(f"{source} has no float weight of more than {threshold:,} elements to compress: {why}")
+    return _Weights(source, tuple(candidates), constexpr, threshold)
 
 
 @contextmanager
@@ -241,7 +268,7 @@ def _run(fn: Callable, model, config, method: str, params: dict, record_extra: d
     if require_weights and not done:
         raise ValueError(
             f"{record_summary(record)} compresses none of the {len(weights.candidates)} weight(s) of {weights.source} "
-            f"that it could take (float, more than {WEIGHT_THRESHOLD:,} elements), so it is refused: coremltools "
+            f"that it could take (float, more than {weights.threshold:,} elements), so it is refused: coremltools "
             f"skipped each one ({_skip_reasons(records)})")
     record["weights_compressed"] = len(done)
     record["weights_considered"] = len(weights.candidates)
@@ -268,6 +295,9 @@ def weights_summary(record: dict) -> str:
 
 def record_summary(record: dict) -> str:
     """One line for a compression record, e.g. ``palettize 4 bits (k-means, per tensor)``."""
+    if "weight_threshold" in record:  # a threshold other than coremltools' default
+        rest = {k: v for k, v in record.items() if k != "weight_threshold"}
+        return f"{record_summary(rest)}, constants > {record['weight_threshold']:,} elements"
     m = record["method"]
     if m.startswith("palettize"):
         group = f"groups of {record['group_size']} channels" if record.get("group_size") else "per tensor"
@@ -296,74 +326,88 @@ def _bits(nbits) -> int:
     return int(nbits)
 
 
-def palettize(model, nbits: int, group_size: int | None = None):
+def palettize(model, nbits: int, group_size: int | None = None, weight_threshold: int = WEIGHT_THRESHOLD):
     """k-means palettization: each weight becomes an index into a table of ``2**nbits`` values.
 
     ``group_size=None``: one table per tensor (iOS 16). ``group_size=G``: one table per group
     of ``G`` output channels (iOS 18; the program must target iOS 18; ``G`` must divide the
     output channels of a weight for it to be compressed). Numpy integers are accepted.
+    ``weight_threshold``: only constants with more elements are compressed (see ``_check_threshold``).
     """
     import coremltools.optimize.coreml as cto
 
     nbits = _bits(nbits)
+    weight_threshold = _check_threshold(weight_threshold)
     if group_size is not None:
         group_size = positive_int(group_size, "group_size")
     given, model = model, _load(model)
     if group_size is None:
-        op = cto.OpPalettizerConfig(nbits=nbits, mode="kmeans", granularity="per_tensor")
+        op = cto.OpPalettizerConfig(nbits=nbits, mode="kmeans", granularity="per_tensor", weight_threshold=weight_threshold)
         method = "palettize"
     else:
         method = "palettize-grouped"
         _require_target(model, method)
-        op = cto.OpPalettizerConfig(nbits=nbits, mode="kmeans", granularity="per_grouped_channel", group_size=group_size)
-    weights = _weights(model, given)
+        op = cto.OpPalettizerConfig(nbits=nbits, mode="kmeans", granularity="per_grouped_channel", group_size=group_size,
+                                    weight_threshold=weight_threshold)
+    weights = _weights(model, given, weight_threshold)
     return _run(cto.palettize_weights, model, cto.OptimizationConfig(global_config=op), method,
-                {"nbits": nbits, "group_size": group_size}, weights=weights)
+                {"nbits": nbits, "group_size": group_size}, _threshold_record(weight_threshold), weights=weights)
 
 
-def quantize_int8(model):
-    """Linear symmetric int8 weights with one scale per output channel (iOS 16)."""
+def quantize_int8(model, weight_threshold: int = WEIGHT_THRESHOLD):
+    """Linear symmetric int8 weights with one scale per output channel (iOS 16).
+
+    ``weight_threshold``: only constants with more elements are compressed (see ``_check_threshold``).
+    """
     import coremltools.optimize.coreml as cto
 
+    weight_threshold = _check_threshold(weight_threshold)
     given, model = model, _load(model)
-    weights = _weights(model, given)
-    op = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel")
+    weights = _weights(model, given, weight_threshold)
+    op = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel",
+                                     weight_threshold=weight_threshold)
     return _run(cto.linear_quantize_weights, model, cto.OptimizationConfig(global_config=op), "int8", {"nbits": 8},
-                weights=weights)
+                _threshold_record(weight_threshold), weights=weights)
 
 
-def quantize_int4_block(model, block_size: int = 32):
+def quantize_int4_block(model, block_size: int = 32, weight_threshold: int = WEIGHT_THRESHOLD):
     """Linear symmetric int4 weights with one scale per block of ``block_size`` input channels (iOS 18).
 
     ``block_size`` must divide a weight's input channels for it to be compressed.
+    ``weight_threshold``: only constants with more elements are compressed (see ``_check_threshold``).
     """
     import coremltools.optimize.coreml as cto
 
     block_size = positive_int(block_size, "block_size")
+    weight_threshold = _check_threshold(weight_threshold)
     given, model = model, _load(model)
     _require_target(model, "int4-block")
-    weights = _weights(model, given)
-    op = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4", granularity="per_block", block_size=block_size)
+    weights = _weights(model, given, weight_threshold)
+    op = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4", granularity="per_block", block_size=block_size,
+                                     weight_threshold=weight_threshold)
     return _run(cto.linear_quantize_weights, model, cto.OptimizationConfig(global_config=op), "int4-block",
-                {"nbits": 4, "block_size": block_size}, weights=weights)
+                {"nbits": 4, "block_size": block_size}, _threshold_record(weight_threshold), weights=weights)
 
 
-def prune_magnitude(model, sparsity: float):
+def prune_magnitude(model, sparsity: float, weight_threshold: int = WEIGHT_THRESHOLD):
     """Zero the ``sparsity`` share of smallest-magnitude entries of every large weight (iOS 16).
 
     Each weight's threshold is the ``sparsity`` quantile of its absolute values computed in
     float32, applied with ``OpThresholdPrunerConfig``: coremltools 9.0's own
-    ``target_sparsity`` computes it in the weight's dtype, which overflows to NaN for float16
-    tensors of more than 65,504 elements and then prunes nothing. ``sparsity`` may be any
-    real number type (``np.float32`` too); it is recorded as a Python float.
+    ``target_sparsity`` calls ``np.percentile`` on the float16 weight, whose index arithmetic
+    overflows (NaN) from 65,521 elements on, and then prunes nothing. ``sparsity`` may be any
+    real number type (``np.float32`` too); it is recorded as a Python float. ``weight_threshold``:
+    only constants with more elements are pruned (see ``_check_threshold``).
     """
     import coremltools.optimize.coreml as cto
+
+    weight_threshold = _check_threshold(weight_threshold)
 
     if isinstance(sparsity, (bool, np.bool_)) or not isinstance(sparsity, Real) or not 0 < float(sparsity) < 1:
         raise ValueError(f"sparsity must be a number strictly between 0 and 1, got {sparsity!r}")
     sparsity = float(sparsity)
     given, model = model, _load(model)
-    weights = _weights(model, given)
+    weights = _weights(model, given, weight_threshold)
     from ..interpret import load_program
 
     consts = {op.name: op for op in load_program(model).functions["main"].operations if op.name in weights.names}
@@ -372,16 +416,18 @@ def prune_magnitude(model, sparsity: float):
         magnitude = np.abs(consts[name].outputs[0].val.astype(np.float32))
         threshold = float(np.quantile(magnitude, sparsity, method="lower"))  # an entry of the tensor
         configs[name] = cto.OpThresholdPrunerConfig(
-            threshold=max(threshold, 1e-12), minimum_sparsity_percentile=0.0, weight_threshold=WEIGHT_THRESHOLD
+            threshold=max(threshold, 1e-12), minimum_sparsity_percentile=0.0, weight_threshold=weight_threshold
         )
     return _run(cto.prune_weights, model, cto.OptimizationConfig(op_name_configs=configs), "prune",
-                {"sparsity": sparsity}, {"threshold": "per weight, float32 quantile"}, weights=weights)
+                {"sparsity": sparsity}, {"threshold": "per weight, float32 quantile", **_threshold_record(weight_threshold)},
+                weights=weights)
 
 
-def prune_n_m(model, n: int = 2, m: int = 4):
+def prune_n_m(model, n: int = 2, m: int = 4, weight_threshold: int = WEIGHT_THRESHOLD):
     """Structured n:m pruning: in every block of ``m`` input channels, the ``n`` smallest are zero (iOS 16).
 
     coremltools prunes a weight only if ``m`` is at most half its input channels.
+    ``weight_threshold``: only constants with more elements are pruned (see ``_check_threshold``).
     """
     import coremltools.optimize.coreml as cto
 
@@ -389,11 +435,12 @@ def prune_n_m(model, n: int = 2, m: int = 4):
     if not (ints and 0 < n < m):
         raise ValueError(f"n:m needs integers 0 < n < m, got {n!r}:{m!r}")
     n, m = int(n), int(m)
+    weight_threshold = _check_threshold(weight_threshold)
     given, model = model, _load(model)
-    weights = _weights(model, given)
-    op = cto.OpMagnitudePrunerConfig(n_m_ratio=(n, m))
+    weights = _weights(model, given, weight_threshold)
+    op = cto.OpMagnitudePrunerConfig(n_m_ratio=(n, m), weight_threshold=weight_threshold)
     return _run(cto.prune_weights, model, cto.OptimizationConfig(global_config=op), "prune-n:m", {"n": n, "m": m},
-                weights=weights)
+                _threshold_record(weight_threshold), weights=weights)
 
 
 def weight_sparsity(model) -> float:

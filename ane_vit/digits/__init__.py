@@ -7,7 +7,14 @@
   ``build_digits_model``;
 * ``train``: the training recipe (``python -m ane_vit.digits train``);
 * ``evaluate``: accuracy of reference fp32, ANE fp32, ANE fp16, the converted program and
-  each compressed program (``python -m ane_vit.digits evaluate`` -> ``results/digits.json``).
+  each compressed program (``python -m ane_vit.digits evaluate`` -> ``results/digits.json``);
+* ``finetune``: pruning and palettization while fine-tuning (``coremltools.optimize.torch``),
+  then the same conversion and evaluation (``... finetune`` -> ``results/digits_finetune.json``);
+* ``crossval``: k-fold accuracy of the training recipe over all 1,797 digits
+  (``... crossval`` -> ``results/digits_crossval.json``);
+* ``threshold``: where a small program's bytes go and what compressing the constants under
+  coremltools' threshold costs (``... threshold`` -> ``results/digits_threshold.json``);
+* ``report``: each evaluated row with its 95 % interval and exact paired test (``ane_vit.stats``).
 
 scikit-learn and coremltools are imported inside the functions that need them. See
 ``notebooks/08_real_data_and_compression.ipynb``.

@@ -1,11 +1,14 @@
-"""The digits command line: ``python -m ane_vit.digits train`` and ``... evaluate``.
+"""The digits command line: ``python -m ane_vit.digits train``, ``evaluate``, ``finetune``, ``crossval``, ``threshold``.
 
 ``train`` writes the weights and the training record (by default into ``ane_vit/data/``,
 the files that ship); ``evaluate`` prints the accuracy of every stage and writes
-``results/digits.json``. Neither replaces an existing file (or a program in ``--work-dir``)
-without ``--overwrite``. Every path and value is checked before the slow work starts; each
-file is written whole or not at all (a temporary file renamed into place, programs through
-``ane_vit.export.save_program``).
+``results/digits.json``; ``finetune`` compresses while fine-tuning and evaluates the programs
+(``results/digits_finetune.json``); ``crossval`` trains one model per fold over all 1,797
+digits (``results/digits_crossval.json``); ``threshold`` measures what compressing the small
+constants does (``results/digits_threshold.json``). None replaces an existing file (or a program in
+``--work-dir``) without ``--overwrite``. Every path and value is checked before the slow work
+starts; each file is written whole or not at all (a temporary file renamed into place,
+programs through ``ane_vit.export.save_program``).
 """
 
 from __future__ import annotations
@@ -43,6 +46,36 @@ def _build_parser() -> argparse.ArgumentParser:
                     help="evaluate on a stratified subset of N test images, 10 to 360 (default: all 360)")
     ev.add_argument("--no-compressed", action="store_true", help="skip the compressed programs")
     ev.add_argument("--overwrite", action="store_true", help="replace an existing output file and programs in --work-dir")
+    ft = sub.add_parser("finetune", help="prune / palettize while fine-tuning, then convert, compress and evaluate; "
+                                         "writes results/digits_finetune.json")
+    ft.add_argument("--output", default="results/digits_finetune.json", metavar="FILE",
+                    help="JSON file (default: results/digits_finetune.json)")
+    ft.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs per method (default: 6)")
+    ft.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (default: 5e-4)")
+    ft.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    ft.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    ft.add_argument("--methods", default=None, metavar="NAME[,NAME]",
+                    help="comma-separated subset of: " + ", ".join(_finetune_names()) + " (default: all)")
+    ft.add_argument("--limit", type=int, default=None, metavar="N",
+                    help="evaluate the programs on a stratified subset of N test images (default: all)")
+    ft.add_argument("--work-dir", default=None, metavar="DIR", help="keep the programs there (default: a temporary folder)")
+    ft.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    cv = sub.add_parser("crossval", help="k-fold cross-validated accuracy of the training recipe over all 1,797 digits; "
+                                         "writes results/digits_crossval.json")
+    cv.add_argument("--output", default="results/digits_crossval.json", metavar="FILE",
+                    help="JSON file (default: results/digits_crossval.json)")
+    cv.add_argument("--folds", type=int, default=5, help="number of folds, 2..20 (default: 5)")
+    cv.add_argument("--epochs", type=int, default=12, help="epochs per fold (default: 12, as the shipped model)")
+    cv.add_argument("--seed", type=int, default=0, help="split seed; fold k trains with seed + k (default: 0)")
+    cv.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    cv.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    th = sub.add_parser("threshold", help="size and accuracy when coremltools' 2,048-element threshold is lowered, "
+                                          "and which small constants tolerate compression; writes results/digits_threshold.json")
+    th.add_argument("--output", default="results/digits_threshold.json", metavar="FILE",
+                    help="JSON file (default: results/digits_threshold.json)")
+    th.add_argument("--limit", type=int, default=None, metavar="N",
+                    help="evaluate the programs on a stratified subset of N test images (default: all)")
+    th.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     return parser
 
 
@@ -84,6 +117,68 @@ def _write_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+
+def _finetune_names() -> list[str]:
+    from .finetune import FINETUNE_METHODS
+
+    return list(FINETUNE_METHODS)
+
+
+def _write_json(path: Path, result: dict) -> None:
+    _write_atomically(path, (json.dumps(result, indent=2) + "\n").encode())
+    print(path)
+
+
+def _finetune(args, parser) -> int:
+    output = _path(args.output)
+    _check_file(output, "--output", args.overwrite, parser)
+    from .finetune import FINETUNE_METHODS, finetune_rows
+
+    names = list(FINETUNE_METHODS) if args.methods is None else [n.strip() for n in args.methods.split(",")]
+    unknown = [n for n in names if n not in FINETUNE_METHODS]
+    if unknown or not names:
+        parser.error(f"--methods takes names from {list(FINETUNE_METHODS)}, got {args.methods!r}")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    try:
+        result = finetune_rows({n: FINETUNE_METHODS[n] for n in names}, epochs=args.epochs, lr=args.lr, seed=args.seed,
+                               threads=args.threads, limit=args.limit, work_dir=args.work_dir, log=print)
+    except ValueError as err:
+        parser.error(str(err))
+    for r in result["rows"]:
+        print(f"{r['stage']:40s} {r['accuracy']:8.2%}  {r['bytes'] / 1e3:7.1f} kB  {r['ratio_to_fp16']:.2f}x")
+    _write_json(output, result)
+    return 0
+
+
+def _crossval(args, parser) -> int:
+    output = _path(args.output)
+    _check_file(output, "--output", args.overwrite, parser)
+    from .crossval import crossval
+
+    try:
+        result = crossval(folds=args.folds, epochs=args.epochs, seed=args.seed, threads=args.threads, log=print)
+    except ValueError as err:
+        parser.error(str(err))
+    low, high = result["wilson_95"]
+    print(f"pooled: {result['correct']}/{result['n']} = {result['accuracy']:.4f} (95 % Wilson {low:.4f}..{high:.4f})")
+    _write_json(output, result)
+    return 0
+
+
+def _threshold(args, parser) -> int:
+    output = _path(args.output)
+    _check_file(output, "--output", args.overwrite, parser)
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    from .threshold import threshold_study
+
+    try:
+        result = threshold_study(limit=args.limit, log=print)
+    except ValueError as err:
+        parser.error(str(err))
+    _write_json(output, result)
+    return 0
 
 
 def _train(args, parser) -> int:
@@ -147,7 +242,7 @@ def _evaluate(args, parser) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m ane_vit.digits {train,evaluate} [options]``; returns the exit status.
+    """Command line: ``python -m ane_vit.digits {train,evaluate,finetune,crossval,threshold} [options]``; returns the exit status.
 
     Usage errors exit with status 2 before any training or conversion: an existing file
     without ``--overwrite``, a folder flag that names a file, an output that cannot be
@@ -156,4 +251,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_native_library_warnings()  # before coremltools is imported: see ane_vit.coreml_log
     parser = _build_parser()
     args = parser.parse_args(argv)
-    return _train(args, parser) if args.command == "train" else _evaluate(args, parser)
+    handlers = {"train": _train, "evaluate": _evaluate, "finetune": _finetune, "crossval": _crossval, "threshold": _threshold}
+    return handlers[args.command](args, parser)

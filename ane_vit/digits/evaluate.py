@@ -29,7 +29,7 @@ from .data import load_data
 from .model import ARCH, load_model
 
 __all__ = ["COMPRESSIONS", "stratified_subset", "predict", "predict_program", "export_digits", "compress_program",
-           "program_files", "check_work_dir", "check_limit", "evaluate", "format_table"]
+           "program_files", "check_work_dir", "check_limit", "label_string", "evaluate", "format_table"]
 
 #: The compressed programs ``evaluate`` measures: name -> (method, arguments).
 COMPRESSIONS: dict[str, tuple[str, dict]] = {
@@ -45,6 +45,9 @@ COMPRESSIONS: dict[str, tuple[str, dict]] = {
     "prune 75 %": ("prune", {"sparsity": 0.75}),
     "prune 2:4": ("prune-n:m", {"n": 2, "m": 4}),
     "W8A8, calibrated on 160 training images": ("w8a8", {}),
+    # coremltools' default leaves constants of <= 2,048 elements in float16; 0 compresses all it can
+    "palettize 4 bit, every constant": ("palettize", {"nbits": 4, "weight_threshold": 0}),
+    "int8 per channel, every constant": ("int8", {"weight_threshold": 0}),
 }
 #: Training images whose activation ranges calibrate W8A8 (ane_vit.compress.quantize_activations).
 CALIBRATION_IMAGES = 160
@@ -108,12 +111,17 @@ def stratified_subset(y: torch.Tensor, per_class: int) -> torch.Tensor:
 
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, dtype: torch.dtype = torch.float32, batch_size: int = 40) -> torch.Tensor:
-    """Predicted labels of a PyTorch model run in ``dtype``. Shapes: ``x: (N, 3, 64, 64) -> (N,)``."""
+    """Predicted labels of a PyTorch model run in ``dtype``. Shapes: ``x: (N, 3, 64, 64) -> (N,)``.
+
+    Another dtype runs on a copy: casting ``model`` itself to float16 and back would leave
+    every weight and batch-norm statistic rounded to float16 (a later export would differ).
+    """
+    if dtype != torch.float32:
+        import copy
+
+        model = copy.deepcopy(model)
     model = model.eval().to(dtype)
-    try:
-        return torch.cat([model(x[i:i + batch_size].to(dtype)).argmax(1) for i in range(0, len(x), batch_size)])
-    finally:
-        model.float()
+    return torch.cat([model(x[i:i + batch_size].to(dtype)).argmax(1) for i in range(0, len(x), batch_size)])
 
 
 def predict_program(program, x: torch.Tensor) -> torch.Tensor:
@@ -173,6 +181,12 @@ def compress_program(source, method: str, calibration: torch.Tensor | None = Non
     return functions[method](source, **kwargs)
 
 
+def label_string(labels: torch.Tensor) -> str:
+    """Predicted (or true) digit labels as one character each, e.g. ``"0371..."``: the per-image
+    record that paired tests (``ane_vit.stats``) need, compact in JSON. Shapes: ``labels: (N,)``."""
+    return "".join(str(int(v)) for v in labels.tolist())
+
+
 def _row(name: str, labels: torch.Tensor, y: torch.Tensor, fp32: torch.Tensor, **extra) -> dict:
     return {
         "stage": name,
@@ -180,6 +194,7 @@ def _row(name: str, labels: torch.Tensor, y: torch.Tensor, fp32: torch.Tensor, *
         "agreement_with_fp32": float((labels == fp32).double().mean()),
         "errors": int((labels != y).sum()),
         **extra,
+        "labels": label_string(labels),
     }
 
 
@@ -257,7 +272,7 @@ def evaluate(
             tmp.cleanup()
     return {
         "model": ARCH,
-        "split": {"n_test": len(y), "subset": len(y) < n_split, "seed": 0, "test_fraction": 0.2},
+        "split": {"n_test": len(y), "subset": len(y) < n_split, "seed": 0, "test_fraction": 0.2, "labels": label_string(y)},
         "stages": rows,
         "provenance": {
             "what": "accuracy on the digits test split; programs run by ane_vit.interpret (numpy), not by Core ML",

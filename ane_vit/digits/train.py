@@ -86,12 +86,15 @@ def train(
     threads: int = 1,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    data: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[dict, dict]:
     """Train the digits micro-moat; returns ``(state_dict, record)``.
 
     ``state_dict`` is the reference model's (float32); ``record`` holds the settings, the
     time, the versions and the train/test accuracy (reference model, float32, eval mode).
     Seeded: the same seed and thread count give the same weights on the same machine.
+    ``data``: ``(x_train, y_train, x_test, y_test)`` to train and test on instead of
+    ``load_data()`` (cross-validation folds, ``ane_vit.digits.crossval``).
 
     Raises:
         ValueError: for non-positive ``epochs``, ``batch_size``, ``threads`` or ``lr``, a
@@ -110,7 +113,7 @@ def train(
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
     from tqdm.auto import tqdm
 
-    x_train, y_train, x_test, y_test = load_data()
+    x_train, y_train, x_test, y_test = load_data() if data is None else data
     if batch_size > len(x_train):
         raise ValueError(f"batch_size must be at most the {len(x_train)} training images, got {batch_size}")
     torch.manual_seed(seed)
