@@ -29,7 +29,7 @@ them next to the reference and ours (``python -m ane_vit.bench --with-original``
 #   specs    BenchSpec and default_specs: what is compared
 #   run      run_benchmark: build, export, analyse, check and time each model
 #   measure  cpu_latency(_interleaved) and provenance: measuring on this machine
-#   results  KINDS, save_results, load_results, comparison_table: the results format
+#   results  KINDS, save_results, load_results, comparison_table, merge_timings: the results format
 #   plots    PLOT_METRICS, plot_metric, plot_bench: the chart
 #   original the original repository's recorded programs as a third column
 #   cli      main: the command line (python -m ane_vit.bench, run by __main__.py)
@@ -50,7 +50,8 @@ from .original import (
 )
 from .plots import plot_bench, plot_metric
 from .results import SCHEMA_VERSION as SCHEMA_VERSION
-from .results import comparison_table, load_results, save_results
+from .results import TABLES as TABLES
+from .results import comparison_table, load_results, merge_timings, save_results
 from .run import _outputs as _outputs  # used by the tests
 from .run import run_benchmark
 from .specs import BenchSpec, default_specs
@@ -68,6 +69,7 @@ __all__ = [
     "save_results",
     "load_results",
     "comparison_table",
+    "merge_timings",
     "plot_metric",
     "plot_bench",
     "original_programs_path",
