@@ -8,10 +8,6 @@ is an upper bound, padding only the program's outputs a lower one. The oracle he
 program built op by op, each op's verdict and bytes written out by hand.
 """
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -139,12 +135,12 @@ def test_attention_keys_move_the_width_and_the_head_split_keeps_it():
 
 def test_table_and_cli_name_both_bounds_and_the_width_split(width_program, tmp_path, capsys):
     text = analyze(width_program).table()
-    assert "activations: 0.014 MB dense, 0.022 to 0.033 MB padded" in text
-    assert "lower bound: only the program's outputs padded" in text and "upper bound: every op output padded" in text
-    assert "moving the last (width) axis: 6 ops, 0.008 MB dense, 0.008 to 0.016 MB padded" in text
-    assert "keeping the last axis: 4 ops, 0.005 MB dense, 0.005 to 0.008 MB padded" in text
+    assert "activations: 0.014 MB dense; padded to 64 B rows: 0.022-0.033 MB" in text
+    assert "lower bound: only the program's outputs padded" in text and "upper bound: every\n  op output padded" in text
+    assert "moving the last (width) axis: 6 ops, 0.008 MB dense, 0.008-0.016 MB" in text
+    assert "keeping the last axis: 4 ops, 0.005 MB dense, 0.005-0.008 MB" in text
     assert "MiB" not in text and "KiB" not in text  # the book's units: MB = 10^6 B, kB = 10^3 B
-    assert max(len(line) for line in text.splitlines() if "<http" not in line) <= 82  # URLs do not break
+    assert max(len(line) for line in text.splitlines() if "<http" not in line) <= 76  # the book's column; URLs do not break
 
     class Net(torch.nn.Module):
         def forward(self, x):
@@ -153,9 +149,25 @@ def test_table_and_cli_name_both_bounds_and_the_width_split(width_program, tmp_p
     from ane_vit.export import export_model
 
     path = export_model(Net(), torch.randn(1, 8, 4, 16), tmp_path / "net.mlpackage")
-    env = {**os.environ, "TQDM_DISABLE": "1"}
-    out = subprocess.run([sys.executable, "-m", "ane_vit.analysis", str(path)], capture_output=True, text=True, env=env, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert "moving the last (width) axis: 1 ops" in out.stdout and "lower bound" in out.stdout
     assert main([str(path), "--top", "1"]) == 0
-    assert "keeping the last axis: 0 ops" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "moving the last (width) axis: 1 ops" in out and "keeping the last axis: 0 ops" in out and "lower bound" in out
+
+
+def test_op_comparison_plot_counts_each_program(width_program):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ane_vit.analysis.plots import plot_op_comparison
+
+    report = analyze(width_program)
+    ax = plot_op_comparison({"a": report, "b": report}, top=3, kinds={"a": "reference", "b": "ane"})
+    common = report.histogram().most_common(3)
+    widths = [p.get_width() for p in ax.patches]
+    assert widths == [n for _, n in common] * 2  # program a's bars, then program b's
+    assert [t.get_text() for t in ax.get_yticklabels()] == [t for t, _ in common]
+    assert ax.get_title() == "0 of the 3 most common op types differ in count"
+    assert ax.figure.get_size_inches()[0] == pytest.approx(6.9)
+    plt.close("all")

@@ -255,13 +255,14 @@ class ProgramReport:
 
         Sizes in MB (10^6 bytes) and kB (10^3 bytes). Padded bytes are given as two bounds
         (``width_summary``): at least, only the program's outputs padded to 64 bytes; at
-        most, every op output padded. Lines stay within 80 characters except long names.
+        most, every op output padded. Lines stay within 76 characters (a book's column) except
+        unbreakable ones such as URLs.
         """
         s = self.summary()
         lines = [
             *_source_lines(self.source),
-            "inputs:  " + ", ".join(f"{t.name} {_fmt_shape(t.shape)} {t.dtype}" for t in self.inputs),
-            "outputs: " + ", ".join(f"{t.name} {_fmt_shape(t.shape)} {t.dtype}" for t in self.outputs),
+            *_wrap("inputs:  " + ", ".join(f"{t.name} {_fmt_shape(t.shape)} {t.dtype}" for t in self.inputs), 9),
+            *_wrap("outputs: " + ", ".join(f"{t.name} {_fmt_shape(t.shape)} {t.dtype}" for t in self.outputs), 9),
             f"ops: {s['ops']} ({s['op_types']} types); FLOPs: {s['flops']:,}",
             "  (FLOPs: 2 x MACs of conv, linear, matmul and einsum)",
             f"weights: {s['weights']} const tensors, {s['weight_bytes'] / _MB:.3f} MB",
@@ -271,23 +272,22 @@ class ProgramReport:
         ]
         lines += [f"{k:<24}{v:>7}" for k, v in self.histogram().most_common()]
         lines += ["", f"largest {top} op outputs (by padded bytes):",
-                  f"{'op':<24}{'type':<14}{'shape':<20}{'dtype':<6}{'padded kB':>10}{'waste %':>8}"]
+                  f"{'op':<20}{'type':<13}{'shape':<20}{'dtype':<5}{'pad. kB':>10}{'waste%':>7}"]
         rows = sorted(((op, t) for op in self.ops for t in op.outputs), key=lambda r: -(r[1].padded_bytes or 0))
         for op, t in rows[:top]:
             pad = t.padded_bytes or 0
             waste = 100 * t.waste_bytes / pad if pad else 0.0
-            lines.append(f"{op.name[:23]:<24}{op.op_type[:13]:<14}{_fmt_shape(t.shape):<20}{t.dtype:<6}"
-                         f"{pad / 1e3:>10.1f}{waste:>8.1f}")
+            lines.append(f"{op.name[:19]:<20}{op.op_type[:12]:<13}{_fmt_shape(t.shape):<20}{t.dtype:<5}"
+                         f"{pad / 1e3:>10.1f}{waste:>7.1f}")
         lines += ["", f"ANE-readiness findings: {len(self.findings)}"]
         by_rule: dict[str, list[Finding]] = {}
         for f in self.findings:
             by_rule.setdefault(f.rule, []).append(f)
         for rule, fs in by_rule.items():
             names = ", ".join(f.op for f in fs[:3]) + (f", ... (+{len(fs) - 3})" if len(fs) > 3 else "")
-            lines.append(f"[{fs[0].severity}] {rule} x{len(fs)}: {names}")
+            lines += _wrap(f"[{fs[0].severity}] {rule} x{len(fs)}: {names}", 4)
             for label, text in (("e.g.", fs[0].message), ("why:", fs[0].reason), ("source:", fs[0].citation)):
-                lines += textwrap.wrap(text, 80, initial_indent=f"    {label} ", subsequent_indent=" " * 6,
-                                       break_long_words=False, break_on_hyphens=False)
+                lines += _wrap(f"    {label} {text}", 6)
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -301,7 +301,15 @@ def _fmt_shape(shape: tuple) -> str:
 _MB = 1e6  # the book's unit: MB = 10^6 bytes
 
 
-def _source_lines(source: str, width: int = 80) -> list[str]:
+_WIDTH = 76  # characters of a code-output line in the book's column at 1280 pixels
+
+
+def _wrap(text: str, indent: int) -> list[str]:
+    """``text`` broken into lines of at most ``_WIDTH`` characters (words are not split)."""
+    return textwrap.wrap(text, _WIDTH, subsequent_indent=" " * indent, break_long_words=False, break_on_hyphens=False)
+
+
+def _source_lines(source: str, width: int = _WIDTH) -> list[str]:
     """``ML Program: <source>``, the file name on its own line when the path is long."""
     line = f"ML Program: {source}"
     if len(line) <= width or os.sep not in source:
@@ -318,17 +326,18 @@ def _bytes_lines(s: dict[str, Any]) -> list[str]:
         return f"{s[key] / _MB:.3f}"
 
     def bounds(prefix: str) -> str:
-        return f"{mb(prefix + '_padded_lower')} to {mb(prefix + '_padded')} MB padded"
+        return f"{mb(prefix + '_padded_lower')}-{mb(prefix + '_padded')} MB"
 
     return [
-        f"activations: {mb('activation_bytes_dense')} MB dense, {bounds('activation_bytes')}",
-        f"  (rows padded to {ANE_ALIGN_BYTES} B; lower bound: only the program's outputs padded;",
-        f"  upper bound: every op output padded, {100 * s['padding_waste_fraction']:.1f}% of it padding)",
-        f"layout ops: {s['layout_ops']}, writing {mb('layout_bytes_dense')} MB dense, {bounds('layout_bytes')}",
-        f"  moving the last (width) axis: {s['layout_ops_moving_width']} ops, {mb('layout_bytes_moving_width_dense')} MB "
-        f"dense, {bounds('layout_bytes_moving_width')}",
-        f"  keeping the last axis: {s['layout_ops_keeping_width']} ops, {mb('layout_bytes_keeping_width_dense')} MB "
-        f"dense, {bounds('layout_bytes_keeping_width')}",
+        f"activations: {mb('activation_bytes_dense')} MB dense; padded to {ANE_ALIGN_BYTES} B rows: "
+        f"{bounds('activation_bytes')}",
+        "  (lower bound: only the program's outputs padded; upper bound: every",
+        f"  op output padded, {100 * s['padding_waste_fraction']:.1f}% of it padding)",
+        f"layout ops: {s['layout_ops']}, writing {mb('layout_bytes_dense')} MB dense, {bounds('layout_bytes')} padded",
+        f"  moving the last (width) axis: {s['layout_ops_moving_width']} ops, "
+        f"{mb('layout_bytes_moving_width_dense')} MB dense, {bounds('layout_bytes_moving_width')}",
+        f"  keeping the last axis: {s['layout_ops_keeping_width']} ops, "
+        f"{mb('layout_bytes_keeping_width_dense')} MB dense, {bounds('layout_bytes_keeping_width')}",
     ] + ([f"  width unknown (symbolic shapes): {s['layout_ops_width_unknown']} ops"] if s["layout_ops_width_unknown"] else [])
 
 
