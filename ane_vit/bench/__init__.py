@@ -22,6 +22,11 @@ The original repository's programs (apple/ml-vision-transformers-ane), converted
 counted once with the same settings, are recorded in ``results/original_programs.json``;
 ``load_original``, ``original_comparison_table`` and ``plot_bench(..., original=...)`` put
 them next to the reference and ours (``python -m ane_vit.bench --with-original``).
+
+``compare_local_routes`` converts the routes of local attention (the seed's channels-last
+route, the default; windows along axis 2; windows on the batch axis at rank 4, as in Apple's
+SAM3 code) and records their width-aware program facts
+(``python -m ane_vit.bench --local-routes`` -> ``results/local_routes.json``, chapter 5).
 """
 
 # The code lives in private modules, one concept each; this module is the public face
@@ -32,6 +37,7 @@ them next to the reference and ours (``python -m ane_vit.bench --with-original``
 #   results  KINDS, save_results, load_results, comparison_table, merge_timings: the results format
 #   plots    PLOT_METRICS, plot_metric, plot_bench: the chart
 #   original the original repository's recorded programs as a third column
+#   routes   the local-attention routes compared on their programs (results/local_routes.json)
 #   cli      main: the command line (python -m ane_vit.bench, run by __main__.py)
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from .plots import plot_bench, plot_metric
 from .results import SCHEMA_VERSION as SCHEMA_VERSION
 from .results import TABLES as TABLES
 from .results import comparison_table, load_results, merge_timings, save_results
+from .routes import LOCAL_ROUTES, BatchWindowsRank4Block, compare_local_routes, local_routes_table, route_model
 from .run import _outputs as _outputs  # used by the tests
 from .run import run_benchmark
 from .specs import BenchSpec, default_specs
@@ -78,6 +85,11 @@ __all__ = [
     "join_original",
     "original_comparison_table",
     "original_note",
+    "LOCAL_ROUTES",
+    "BatchWindowsRank4Block",
+    "route_model",
+    "compare_local_routes",
+    "local_routes_table",
     "main",
 ]
 

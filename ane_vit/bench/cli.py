@@ -50,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
         help="implies --no-timing: recompute the program facts and keep the CPU timings of this earlier results file "
         "for every model whose program did not change (ane_vit.bench.merge_timings); the others get none",
     )
+    parser.add_argument(
+        "--local-routes", action="store_true",
+        help="instead of the benchmark: convert the local-attention routes (reference, channels_last, channels_first, "
+        "batch_rank4) of tiny-moat-0 and -1 and record their program facts in <output-dir>/local_routes.json (no timing)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing results/<name>.json and .png (refused without it)")
     parser.add_argument("--keep-models", metavar="DIR", help="keep the .mlpackage files in DIR, replacing packages of the same name (default: a temporary folder)")
     return parser
@@ -65,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.pe_type not in PEType.__members__:
         parser.error(f"--pe-type must be one of {list(PEType.__members__)}, got {args.pe_type!r}")
+    if args.local_routes:
+        return _local_routes(args, argv, parser)
     original = None
     if args.with_original is not None:
         try:
@@ -151,3 +158,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {json_path} and {out_dir / f'{stem}.png'} in {wall:.0f} s", file=sys.stderr)
     return 0
 
+
+
+def _local_routes(args: argparse.Namespace, argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
+    """``--local-routes``: convert every route, write the facts with their provenance."""
+    from .routes import compare_local_routes, local_routes_table
+
+    path = Path(args.output_dir) / f"{args.name or 'local_routes'}.json"
+    if path.exists() and not args.overwrite:
+        print(f"error: {path} already exists; pass --overwrite to replace, or --name/--output-dir", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    results = compare_local_routes(
+        pe_type=args.pe_type, progress=lambda line: print(line, file=sys.stderr, flush=True),
+        command=shlex.join(["python", "-m", "ane_vit.bench", *argv]),
+    )
+    results["provenance"]["wall_time_s"] = round(time.perf_counter() - start, 1)
+    save_results(results, path)
+    print(local_routes_table(results))
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
