@@ -4,9 +4,13 @@
 reference twin, with the same random, trained-looking weights (``randomize_``, ported) -
 exports both to Core ML ML Programs and
 records, for every program: export time, ``.mlpackage`` size, op count, layout ops and the
-bytes they move, activation bytes with the last axis padded to 64 bytes, weight bytes,
-readiness findings by rule, program parity (the numpy interpreter of the program against
-PyTorch fp32) and the PyTorch CPU latency. The results go to ``results/<name>.json`` with
+bytes they move (also split off: those that move the last, width, axis), activation bytes
+with the last axis padded to 64 bytes as a lower bound (only the program's outputs padded)
+and an upper bound (every op output padded), weight bytes, readiness findings by rule,
+program parity (the numpy interpreter of the program against PyTorch fp32) and the PyTorch
+CPU latency. ``--no-timing`` records the program facts alone, and ``--keep-timings-from``
+joins them to the timings of an earlier file where the program did not change
+(``merge_timings``). The results go to ``results/<name>.json`` with
 their provenance, and a chart next to it; the book draws its comparison plots from that file.
 
 Every number carries a ``kind`` (see ``KINDS``): ``measured_cpu`` (timed on this machine's

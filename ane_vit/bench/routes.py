@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from ..moat import MOATBlock
+from ..partition import _size
 
 __all__ = ["LOCAL_ROUTES", "ROUTE_FACTS", "BatchWindowsRank4Block", "route_model", "compare_local_routes", "local_routes_table"]
 
@@ -66,7 +67,7 @@ class BatchWindowsRank4Block(MOATBlock):
         b, c, h, w = x.shape
         wh, ww = self.window_size
         nh, nw = h // wh, w // ww
-        if nh * nw == 1:  # one window: the map is the window
+        if _size(nh) * _size(nw) == 1:  # one window: the map is the window (sizes fixed when traced)
             xw = x.reshape(b, c, 1, h * w)  # (B, C, 1, N)
             return (xw + self.attention.forward_bc1s(self.attn_norm(xw))).reshape(b, c, h, w)
         t = x.permute(0, 2, 3, 1)  # (B, H, W, C): channels last
