@@ -209,6 +209,12 @@ def test_merge_timings_keeps_them_only_for_unchanged_programs(run):
     assert "cpu_latency_median_ms_ane_over_reference" not in merged["comparisons"][0]["metrics"]
     same = bench.merge_timings(copy.deepcopy(facts) | {"results": copy.deepcopy(facts["results"][:1])}, results)
     assert same["provenance"]["timings_dropped"] == []
+    import matplotlib.pyplot as plt
+
+    fig = bench.plot_bench(facts)  # no timing: all layout bytes take the latency panel's place
+    assert [ax.get_title(loc="left").split("\n")[0] for ax in fig.axes] == [
+        "Ops in the program", "Width-moving layout bytes", "Activation bytes", "Layout-op bytes"]
+    plt.close(fig)
     with pytest.raises(ValueError, match="facts must come from a run without timing"):
         bench.merge_timings(results, results)
     with pytest.raises(ValueError, match="timed holds no measured_cpu metric"):

@@ -31,8 +31,10 @@ LOWER_BOUNDS: dict[str, str] = {
     "layout_bytes_padded": "layout_bytes_padded_lower",
     "activation_bytes_padded": "activation_bytes_padded_lower",
 }
-# The four panels of ``plot_bench``, in reading order.
+# The four panels of ``plot_bench``, in reading order; a file without timings (``--no-timing``)
+# shows all layout bytes in the latency panel's place.
 BENCH_PANELS = ("op_count", "layout_bytes_moving_width_padded", "activation_bytes_padded", "cpu_latency_median_ms")
+_FACTS_PANELS = ("op_count", "layout_bytes_moving_width_padded", "activation_bytes_padded", "layout_bytes_padded")
 
 _TEXT = 12  # points: 16.7 px at 100 dpi, the body text's 16 px when the figure is not scaled down
 _COLUMN_INCHES = 6.9  # the book's content column at 100 dpi
@@ -190,9 +192,10 @@ def _provenance_text(results: dict) -> str:
 
 def plot_bench(results: dict | str | os.PathLike, path: str | os.PathLike | None = None, original=None):
     """The benchmark chart: the four ``BENCH_PANELS`` (ops, width-moving layout bytes,
-    activation bytes, CPU latency) in two columns with the model names once on the left, one
-    legend and the provenance note under them; saved to ``path`` when given. Returns the
-    figure. Drawn 6.9 inches wide with 12-point text, for the book's column.
+    activation bytes, CPU latency; all layout bytes instead of the latency when the file has
+    no timing) in two columns with the model names once on the left, one legend and the
+    provenance note under them; saved to ``path`` when given. Returns the figure. Drawn 6.9
+    inches wide with 12-point text, for the book's column.
 
     ``original`` (see ``plot_metric``) adds the original repository's recorded programs as a
     third, hatched bar, and its source to the note.
@@ -208,7 +211,8 @@ def plot_bench(results: dict | str | os.PathLike, path: str | os.PathLike | None
     n_pairs = len(_pairs(results, "op_count")[0])
     fig, axes = plt.subplots(2, 2, figsize=(_COLUMN_INCHES, 1.4 + 2 * (1.0 + 0.28 * n_pairs * (3 if original else 2))),
                              sharey=True)
-    for ax, metric in zip(axes.flat, BENCH_PANELS):
+    timed = any(_value(row, "cpu_latency_median_ms") is not None for row in results["results"])
+    for ax, metric in zip(axes.flat, BENCH_PANELS if timed else _FACTS_PANELS):
         plot_metric(results, metric, ax=ax, original=original, legend=False)
         ax.tick_params(axis="x", labelsize=_TEXT - 1)
     handles, labels = {}, []
