@@ -168,6 +168,9 @@ def _local_routes(args: argparse.Namespace, argv: Sequence[str], parser: argpars
     if path.exists() and not args.overwrite:
         print(f"error: {path} already exists; pass --overwrite to replace, or --name/--output-dir", file=sys.stderr)
         return 2
+    import torch
+
+    torch.set_num_threads(args.threads)  # conversions only; nothing is timed
     start = time.perf_counter()
     results = compare_local_routes(
         pe_type=args.pe_type, progress=lambda line: print(line, file=sys.stderr, flush=True),

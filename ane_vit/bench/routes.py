@@ -8,7 +8,7 @@ Local attention cuts a stage map into windows. Three routes compute the same fun
   ``(B, C, nW, N)`` (``window_partition_nchw``);
 * ``batch_rank4``: the windows on the batch axis as in the seed's route, but every tensor at
   rank 4, as in the window helper of Apple's SAM3 code for iOS (apple/coreai-models, commit
-  86b363d, ``models/ios/sam3/primitives/window.py``): the partition folds a window's columns
+  86b363d, ``python/src/coreai_models/models/ios/sam3/primitives/window.py``): the partition folds a window's columns
   and channels into one last axis, ``(B*nH, wh, nW, ww*C)``. A candidate for the comparison
   only, not a ``local_layout`` of the package (``BatchWindowsRank4Block``).
 
@@ -139,7 +139,8 @@ def compare_local_routes(
                       seed=seed, **{k: list(v) if isinstance(v, tuple) else v for k, v in model_kwargs.items()})
     prov["weights"] = f"randomize_(reference, seed={seed}), ported into every ANE route"
     prov["batch_rank4"] = ("windows on the batch axis at rank 4, the steps of apple/coreai-models (commit 86b363d) "
-                           "models/ios/sam3/primitives/window.py, as ane_vit.bench.routes.BatchWindowsRank4Block")
+                           "python/src/coreai_models/models/ios/sam3/primitives/window.py, as "
+                           "ane_vit.bench.routes.BatchWindowsRank4Block")
     rows = []
     for arch in archs:
         kwargs = dict(shape=(1, 3, image_size, image_size), base_arch=arch, attention_mode="local",
