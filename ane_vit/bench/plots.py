@@ -71,9 +71,10 @@ def _finding(label: str, ref: list, ane: list, orig: list | None = None) -> str:
         if abs(gm - 1) < 0.02:
             return f"{label}\nANE ~ reference"
         return f"{label}\nANE {_describe(gm)}" + ("*" if many else "")  # *: geometric mean over the models
-    parts = [(name, _ratio(base, ane)) for name, base in (("reference", ref), ("original", orig))]
-    parts = [f"{_describe(found[0])} {'than' if abs(found[0] - 1) >= 0.02 else ''} {name}".replace("  ", " ") for name, found in parts if found]
-    return f"{label}\nours: " + ",\n".join(parts) + " (geo. means)" if parts else label  # narrow panels
+    # three columns: one short line per ratio, ours / the other, so narrow panels keep their titles apart
+    lines = [f"ours/{name} {found[0]:.2f}" + ("*" if found[1] else "")
+             for name, base in (("reference", ref), ("original", orig)) if (found := _ratio(base, ane))]
+    return "\n".join([label, *lines])
 
 
 def _model_labels(results: dict, pairs: list[str]) -> list[str]:
@@ -93,7 +94,7 @@ def _model_labels(results: dict, pairs: list[str]) -> list[str]:
         if len(pe_types) > 1 and r.get("pe_type") not in (None, "NONE"):
             second += f" {r['pe_type']}"
         if r.get("channel_buffer_align") is False:
-            second += " unaligned"
+            second += "\nunaligned"
         return f"{r['arch']} {r['input_shape'][-1]}" + (f"\n{second.strip()}" if second.strip() else "")
 
     return [one(p) for p in pairs]
@@ -183,6 +184,10 @@ def _provenance_text(results: dict) -> str:
         if s.get("timing", True) else "No timing in this file."
     )
     when = f", {str(facts.get('date_utc', '?'))[:10]}" if facts else ""
+    dropped = prov.get("timings_dropped") or []
+    if dropped:
+        latency += (f" No latency for {', '.join(n.replace('_', ' ') for n in dropped)}: "
+                    "their programs changed after the timing run.")
     return (
         f"{latency} Counts and bytes: facts of the float16 programs (coremltools {fv.get('coremltools', '?')}{when}); "
         "bars: every op output padded to 64-byte rows (upper bound), ticks: only the program's outputs (lower bound). "
