@@ -601,7 +601,7 @@ def _findings(func: Any, ops: list[tuple[Any, OpInfo]], flex: dict[str, tuple[st
                 add("axis_over_16384", info.name, f"{info.op_type} outputs {_fmt_shape(t.shape)}: axis of {max(big)} > {MAX_AXIS}")
             if (t.padded_bytes or 0) > LARGE_TENSOR_BYTES and t.waste_bytes > MAX_PADDING_FRACTION * t.padded_bytes:
                 add("misaligned_last_axis", info.name,
-                    f"{info.op_type} outputs {_fmt_shape(t.shape)} {t.dtype}: {t.padded_bytes / 2**20:.2f} MiB padded, "
+                    f"{info.op_type} outputs {_fmt_shape(t.shape)} {t.dtype}: {t.padded_bytes / 1e6:.2f} MB padded, "
                     f"{100 * t.waste_bytes / t.padded_bytes:.0f}% of it padding (last axis {t.shape[-1]})")
         if info.op_type in _GATHER_OPS and not all(_is_const(v) for v in _input_vars(mil_op)):
             add("runtime_gather", info.name, f"{info.op_type} reads an index or a table computed at run time")
