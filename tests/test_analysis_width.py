@@ -29,6 +29,8 @@ ORACLE = {
     "reverse_width": (True, 1024, 32 * 64),  # (1, 32, 16): same length, each row rewritten
     "reverse_outer": (False, 1024, 32 * 64),  # (1, 32, 16): rows moved whole
     "gather_width": (True, 1024, 8 * 128),  # (1, 8, 1, 64): a permutation inside each row
+    "to_square": (False, 1024, 32 * 64),  # (1, 2, 16, 16): outer axes regrouped, rows of 16 kept
+    "square_t": (True, 1024, 32 * 64),  # (1, 2, 16, 16) swapped: same shape, every row rewritten
     "relu": (None, 1024, 128 * 64),  # not a layout op: (1, 8, 16, 4)
 }
 OUTPUTS = ("relu", "cat_channels")  # the program's outputs: padded in both bounds
@@ -51,6 +53,8 @@ def width_program():
         mb.reverse(x=d, axes=[-1], name="reverse_width")
         mb.reverse(x=d, axes=[1], name="reverse_outer")
         mb.gather(x=c, indices=np.arange(63, -1, -1, dtype=np.int32), axis=-1, name="gather_width")
+        square = mb.reshape(x=x, shape=[1, 2, 16, 16], name="to_square")
+        mb.transpose(x=square, perm=[0, 1, 3, 2], name="square_t")  # the perm says so, not the shapes
         return mb.relu(x=b, name="relu"), e
 
     return prog
@@ -70,18 +74,18 @@ def test_width_totals_and_both_bounds_by_hand(width_program):
     layout = {k: v for k, v in ORACLE.items() if v[0] is not None}
     moving = [v for v in layout.values() if v[0]]
     keeping = [v for v in layout.values() if not v[0]]
-    assert (s["layout_ops"], s["layout_ops_moving_width"], s["layout_ops_keeping_width"]) == (10, 6, 4)
+    assert (s["layout_ops"], s["layout_ops_moving_width"], s["layout_ops_keeping_width"]) == (12, 7, 5)
     assert s["layout_ops_width_unknown"] == 0
-    assert s["layout_bytes_moving_width_dense"] == sum(v[1] for v in moving) == 8192
-    assert s["layout_bytes_moving_width_padded"] == sum(v[2] for v in moving) == 16384
-    assert s["layout_bytes_keeping_width_padded"] == sum(v[2] for v in keeping) == 8192
+    assert s["layout_bytes_moving_width_dense"] == sum(v[1] for v in moving) == 9216
+    assert s["layout_bytes_moving_width_padded"] == sum(v[2] for v in moving) == 18432
+    assert s["layout_bytes_keeping_width_padded"] == sum(v[2] for v in keeping) == 10240
     # lower bound: only the program's outputs padded. cat_channels is one (rows of 128 B: no
     # padding either way); relu's rows of 4 values are padded 16x in both bounds.
-    assert s["layout_bytes_keeping_width_padded_lower"] == 1024 + 2048 + 1024 + 1024
-    assert s["layout_bytes_padded_lower"] == sum(v[1] for v in layout.values()) == 13312
+    assert s["layout_bytes_keeping_width_padded_lower"] == 1024 + 2048 + 1024 + 1024 + 1024
+    assert s["layout_bytes_padded_lower"] == sum(v[1] for v in layout.values()) == 15360
     upper = sum(v[2] for v in ORACLE.values())
     lower = sum(v[2] if k in OUTPUTS else v[1] for k, v in ORACLE.items())
-    assert (s["activation_bytes_padded"], s["activation_bytes_padded_lower"]) == (upper, lower) == (32768, 21504)
+    assert (s["activation_bytes_padded"], s["activation_bytes_padded_lower"]) == (upper, lower) == (36864, 23552)
 
 
 def test_bounds_meet_when_every_row_fills_whole_lines():
@@ -135,10 +139,10 @@ def test_attention_keys_move_the_width_and_the_head_split_keeps_it():
 
 def test_table_and_cli_name_both_bounds_and_the_width_split(width_program, tmp_path, capsys):
     text = analyze(width_program).table()
-    assert "activations: 0.014 MB dense; padded to 64 B rows: 0.022-0.033 MB" in text
+    assert "activations: 0.016 MB dense; padded to 64 B rows: 0.024-0.037 MB" in text
     assert "lower bound: only the program's outputs padded" in text and "upper bound: every\n  op output padded" in text
-    assert "moving the last (width) axis: 6 ops, 0.008 MB dense, 0.008-0.016 MB" in text
-    assert "keeping the last axis: 4 ops, 0.005 MB dense, 0.005-0.008 MB" in text
+    assert "moving the last (width) axis: 7 ops, 0.009 MB dense, 0.009-0.018 MB" in text
+    assert "keeping the last axis: 5 ops, 0.006 MB dense, 0.006-0.010 MB" in text
     assert "MiB" not in text and "KiB" not in text  # the book's units: MB = 10^6 B, kB = 10^3 B
     assert max(len(line) for line in text.splitlines() if "<http" not in line) <= 76  # the book's column; URLs do not break
 
