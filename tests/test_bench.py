@@ -160,8 +160,7 @@ def test_files_table_and_chart(run, tmp_path):
     program, run_table = (t.splitlines() for t in bench.comparison_table(path).split("\n\n"))
     assert bench.comparison_table(path) == bench.comparison_table(path, "program") + "\n\n" + bench.comparison_table(path, "run")
     assert len(program) == len(run_table) == 2 + len(results["results"])
-    assert program[0] == ("| model | impl. | ops | layout ops (moving width) | width-moving layout MB, lower-upper "
-                          "| padded activation MB, lower-upper | max rank | findings |")
+    assert program[0] == "| model | impl. | ops | layout ops (width) | width MB | activation MB | rank | findings |"
     assert run_table[0].startswith("| model | impl. | weights MB |") and run_table[0].endswith("| CPU ms median (p90) |")
     rows = {row["implementation"]: row["metrics"] for row in loaded["results"]}
     m = {k: v["value"] for k, v in rows["ane"].items()}
@@ -213,7 +212,7 @@ def test_merge_timings_keeps_them_only_for_unchanged_programs(run):
 
     fig = bench.plot_bench(facts)  # no timing: all layout bytes take the latency panel's place
     assert [ax.get_title(loc="left").split("\n")[0] for ax in fig.axes] == [
-        "Ops in the program", "Width-moving layout bytes", "Activation bytes", "Layout-op bytes"]
+        "Ops in the program", "Width-moving layout", "Activation bytes", "Layout-op bytes"]
     plt.close(fig)
     with pytest.raises(ValueError, match="facts must come from a run without timing"):
         bench.merge_timings(results, results)

@@ -28,7 +28,7 @@ __all__ = [
 
 _MB = 1e6
 _TEXT = 12  # points: the body text's size when a 6.9-inch figure is shown at 100 dpi
-_SMALL = 11
+_SMALL = 12  # ticks, legends, notes: no text under the body's size
 _NOTE = "Derived from the converted ML Program with ane_vit.analysis: counts and bytes, not latency."
 #: Fixed colour per finding severity.
 SEVERITY_COLORS = {"error": OKABE_ITO["vermillion"], "warning": OKABE_ITO["orange"], "info": OKABE_ITO["sky_blue"]}
@@ -45,7 +45,7 @@ def _axes(ax, height: float = 3.4):
 def _note(ax, text: str) -> None:
     """The provenance line under the plot, wrapped to the axes' width, at the small text size."""
     width = max(30, int(ax.figure.get_size_inches()[0] * ax.get_position().width * 72 / (_SMALL * 0.55)))
-    ax.annotate(textwrap.fill(text, width), xy=(0, -0.2), xycoords="axes fraction", fontsize=_SMALL - 1,
+    ax.annotate(textwrap.fill(text, width), xy=(0, -0.2), xycoords="axes fraction", fontsize=_SMALL,
                 color=COLORS["neutral"], ha="left", va="top")
 
 
@@ -153,7 +153,8 @@ def plot_activation_padding(reports: Mapping[str, ProgramReport], ax=None):
                   s["activation_bytes_padded_lower"] / s["activation_bytes_dense"] - 1 if s["activation_bytes_dense"] else 0.0)
               for k, s in zip(labels, sums)}
     worst = max(growth, key=lambda k: growth[k][0])
-    ax.set_title(f"64-byte rows add {100 * growth[worst][1]:.0f}% to {100 * growth[worst][0]:.0f}%\n"
+    low, high = 100 * growth[worst][1], 100 * growth[worst][0]
+    ax.set_title(f"64-byte rows add {low:.{1 if low < 10 else 0}f}% to {high:.0f}%\n"
                  f"to {worst}'s activations", fontsize=_TEXT)
     _note(ax, _NOTE)
     return ax
@@ -188,8 +189,8 @@ def plot_layout_bytes(reports: Mapping[str, ProgramReport], ax=None, kinds: Mapp
     handles = [Patch(facecolor=COLORS["neutral"], label="moves the last axis"),
                Patch(facecolor=COLORS["neutral"], hatch="//", edgecolor="white", label="keeps it"),
                ax.plot([], [], color="black", lw=2.5, label="lower bound")[0]]
-    ax.legend(handles=handles, fontsize=_SMALL, loc="upper right")
-    ax.set_ylim(0, 1.3 * ax.get_ylim()[1])
+    ax.set_ylim(0, 1.45 * ax.get_ylim()[1])  # the legend in one row above the bars
+    ax.legend(handles=handles, fontsize=_SMALL, loc="upper left", ncols=3)
     moving = [s["layout_bytes_moving_width_padded"] for s in sums]
     most, least = labels[moving.index(max(moving))], labels[moving.index(min(moving))]
     if len(labels) > 1 and min(moving) > 0:

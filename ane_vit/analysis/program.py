@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import textwrap
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -310,12 +311,19 @@ def _wrap(text: str, indent: int) -> list[str]:
 
 
 def _source_lines(source: str, width: int = _WIDTH) -> list[str]:
-    """``ML Program: <source>``, the file name on its own line when the path is long."""
+    """``ML Program: <source>``, the file name on its own line when the path is long, and a
+    long file name broken after underscores (``a_b_c`` -> ``a_b_`` / ``c``)."""
     line = f"ML Program: {source}"
     if len(line) <= width or os.sep not in source:
         return [line]
     folder, name = os.path.split(source)
-    return [f"ML Program: {folder}{os.sep}", f"  {name}"]
+    lines, current = [f"ML Program: {folder}{os.sep}"], "  "
+    for part in re.split(r"(?<=_)", name):
+        if len(current) + len(part) > width and current.strip():
+            lines.append(current)
+            current = "    "
+        current += part
+    return lines + [current]
 
 
 def _bytes_lines(s: dict[str, Any]) -> list[str]:

@@ -20,7 +20,7 @@ from .results import _as_results, _value
 PLOT_METRICS: dict[str, tuple[str, str, float]] = {
     "cpu_latency_median_ms": ("PyTorch CPU latency", "median latency (ms)", 1.0),
     "op_count": ("Ops in the program", "ops (const excluded)", 1.0),
-    "layout_bytes_moving_width_padded": ("Width-moving layout bytes", "MB written", 1e6),
+    "layout_bytes_moving_width_padded": ("Width-moving layout", "MB written", 1e6),
     "layout_bytes_padded": ("Layout-op bytes", "MB written", 1e6),
     "activation_bytes_padded": ("Activation bytes", "MB written", 1e6),
 }
@@ -165,7 +165,8 @@ def plot_metric(results: dict | str | os.PathLike, metric: str, ax=None, origina
     ax.tick_params(axis="x", labelsize=_TEXT)
     ax.set_xlabel(xlabel, fontsize=_TEXT)
     ax.grid(False, axis="y")
-    ax.set_title(_finding(label, ref, ane, orig), fontsize=_TEXT, loc="left")
+    # regular weight: narrow panels side by side keep their titles within their own width
+    ax.set_title(_finding(label, ref, ane, orig), fontsize=_TEXT, loc="left", fontweight="normal")
     if legend:
         ax.legend(fontsize=_TEXT, loc="upper center", bbox_to_anchor=(0.5, -0.18 - 0.06 * (len(pairs) < 3)),
                   ncols=2, frameon=False)
@@ -219,7 +220,6 @@ def plot_bench(results: dict | str | os.PathLike, path: str | os.PathLike | None
     timed = any(_value(row, "cpu_latency_median_ms") is not None for row in results["results"])
     for ax, metric in zip(axes.flat, BENCH_PANELS if timed else _FACTS_PANELS):
         plot_metric(results, metric, ax=ax, original=original, legend=False)
-        ax.tick_params(axis="x", labelsize=_TEXT - 1)
     handles, labels = {}, []
     for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels()):
@@ -233,7 +233,8 @@ def plot_bench(results: dict | str | os.PathLike, path: str | os.PathLike | None
     note = _provenance_text(results) + ("" if original is None else " " + original_note(original))
     top = 1 - (0.45 + 0.25 * math.ceil(len(labels) / 2)) / fig.get_size_inches()[1]  # room for the title and legend
     fig.tight_layout(rect=(0, 0.0, 1, top))
-    fig.text(0.0, -0.01, textwrap.fill(note, 88), fontsize=_TEXT - 1, color=COLORS["neutral"], ha="left", va="top")
+    # wrapped inside the figure's width, so the saved image stays as wide as the book's column
+    fig.text(0.0, -0.01, textwrap.fill(note, 74), fontsize=_TEXT, color=COLORS["neutral"], ha="left", va="top")
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, bbox_inches="tight")

@@ -72,11 +72,10 @@ def _as_results(results) -> dict:
 # ("range", lower bound) prints "lower-upper", ("brackets", other) "value (other)". MB = 10^6 B.
 _PROGRAM_COLUMNS = [
     ("ops", "op_count", 1.0, "{:.0f}", None),
-    ("layout ops (moving width)", "layout_op_count", 1.0, "{:.0f}", ("brackets", "layout_ops_moving_width")),
-    ("width-moving layout MB, lower-upper", "layout_bytes_moving_width_padded", 1e6, "{:.2f}",
-     ("range", "layout_bytes_moving_width_padded_lower")),
-    ("padded activation MB, lower-upper", "activation_bytes_padded", 1e6, "{:.1f}", ("range", "activation_bytes_padded_lower")),
-    ("max rank", "max_rank", 1.0, "{:.0f}", None),
+    ("layout ops (width)", "layout_op_count", 1.0, "{:.0f}", ("brackets", "layout_ops_moving_width")),
+    ("width MB", "layout_bytes_moving_width_padded", 1e6, "{:.2f}", ("range", "layout_bytes_moving_width_padded_lower")),
+    ("activation MB", "activation_bytes_padded", 1e6, "{:.1f}", ("range", "activation_bytes_padded_lower")),
+    ("rank", "max_rank", 1.0, "{:.0f}", None),
     ("findings", "findings_total", 1.0, "{:.0f}", None),
 ]
 _RUN_COLUMNS = [
@@ -122,9 +121,9 @@ def comparison_table(results: dict | str | os.PathLike, table: str = "both") -> 
     """Markdown, one line per program, of the numbers the benchmark recorded.
 
     ``table="program"``: what the program contains: ops, layout ops (those that move the
-    last, width, axis in brackets), the bytes the width-moving layout ops write and the
-    activation bytes, each padded to 64-byte rows as ``lower-upper`` (lower bound: only the
-    program's outputs padded; upper: every op output padded), max rank, findings.
+    last, width, axis in brackets), the bytes the width-moving layout ops write ("width MB")
+    and the activation bytes, each padded to 64-byte rows as ``lower-upper`` (lower bound:
+    only the program's outputs padded; upper: every op output padded), max rank, findings.
     ``table="run"``: weights and package size, program parity, export time and the CPU
     latency (median, p90 in brackets). ``"both"`` (default): the two, a blank line apart.
     Sizes in MB = 10^6 bytes. Each table stays narrow enough for the book's column.
