@@ -72,9 +72,12 @@ def bc1s_to_bnc(x: torch.Tensor) -> torch.Tensor:
 def nchw_to_bc1s(x: torch.Tensor) -> torch.Tensor:
     """A feature map ``(B, C, H, W)`` to ``(B, C, 1, H*W)``; a view in PyTorch (no copy).
 
-    In a converted program it is one ``reshape`` op. The ANE pads the last axis of its buffers
-    to 64 bytes (Apple 2022), so the padded bytes of the two shapes line up only when ``W``
-    fills whole 64-byte lines; how the ANE executes the reshape otherwise is not documented.
+    In a converted program it is one ``reshape`` op, and one that touches the width (last)
+    axis: rows of ``W`` become one row of ``H*W``. Apple's Neural Engine rules (apple/coreai-models,
+    ``neural_engine_rules.md``, 2026) say such reshapes "force a full data rewrite in memory".
+    The ANE pads the last axis of its buffers to 64 bytes (Apple 2022), so the padded bytes of
+    the two shapes line up only when ``W`` fills whole 64-byte lines; whether the compiler then
+    skips the rewrite, Apple does not say.
 
     Shapes: ``x: (B, C, H, W) -> (B, C, 1, H*W)``
     """

@@ -10,13 +10,18 @@ gives the same layers, so trainable parameter counts match it exactly.
 ANE layout: the whole model stays NCHW. For global attention the map ``(B, C, H, W)`` is
 reshaped to ``(B, C, 1, H*W)`` (a view in PyTorch, one reshape op in the program) and
 normalised over its channel axis, and ``WindowAttention.forward_bc1s`` runs on it: the only
-transpose in the block is the one inside attention. Local attention (``local_layout=
-"channels_first"``, the default) normalises the map over channels as it is, cuts it into
-windows laid along axis 2, ``(B, C, nW, N)`` (``ane_vit.window_partition_nchw``), and runs the
-same ``forward_bc1s``, whose einsums batch over the windows: three transposes per block
-(partition, keys, reverse). ``local_layout="channels_last"`` keeps the seed's route for
-comparison: channels-last map, ``ane_vit.window_partition`` (rank <= 5), tokens to
-``(B*nW, C, 1, N)`` and back, seven transposes per block.
+transpose in the block is the one inside attention. Local attention has two routes, the
+same function. ``local_layout="channels_last"`` (the default, the seed's route): channels-last
+map, ``ane_vit.window_partition`` (rank <= 5), the windows on the batch axis as
+``(B*nW, C, 1, N)`` and back, seven transposes per block. ``local_layout="channels_first"``
+normalises the map over channels as it is, cuts it into windows laid along axis 2,
+``(B, C, nW, N)`` (``ane_vit.window_partition_nchw``), and runs the same ``forward_bc1s``,
+whose einsums batch over the windows: three transposes per block (partition, keys,
+reverse), fewer ops, rank 4, but its partition writes rows of ``ww`` values, a quarter of a
+64-byte line for 8x8 windows. The default is the route whose layout ops write fewer bytes
+that move the width (last) axis, Apple's costliest layout change ("force a full data
+rewrite in memory", Apple's Neural Engine rules), with every intermediate padded as Apple
+says to design for ("design for the worst case"); chapter 5 gives both routes' numbers.
 
 The plain version is ``ane_vit.reference.moat``; ``ane_vit.port.moat`` copies weights from
 it. See ``notebooks/05_moat.ipynb``.
@@ -62,9 +67,9 @@ __all__ = [
 
 #: Attention modes. ``global`` attends over a whole stage map, ``local`` over windows.
 ATTENTION_MODES = ("global", "local")
-#: The layouts of local attention. ``channels_first`` keeps the map ``(B, C, ...)`` and lays
-#: the windows along axis 2, ``(B, C, nW, N)``; ``channels_last`` is the seed's route through
-#: a channels-last map and ``(B*nW, C, 1, N)`` windows (kept for comparison).
+#: The layouts of local attention. ``channels_last`` (the default) is the seed's route through
+#: a channels-last map and ``(B*nW, C, 1, N)`` windows on the batch axis; ``channels_first``
+#: keeps the map ``(B, C, ...)`` and lays the windows along axis 2, ``(B, C, nW, N)``.
 LOCAL_LAYOUTS = ("channels_first", "channels_last")
 #: Supported output strides and the stride of each stage's first block.
 OUTPUT_STRIDES = {32: (2, 2, 2, 2), 16: (2, 2, 2, 1), 8: (2, 2, 1, 1)}
@@ -141,7 +146,7 @@ class MOATConfig:
     output_stride: int = 32
     pe_type: PEType = PEType.LePE_ADD
     split_head: bool = True
-    local_layout: str = "channels_first"
+    local_layout: str = "channels_last"
     channel_buffer_align: bool = True
     mbconv_block_expand_ratio: int = 4
     moat_block_expand_ratio: int = 4
@@ -196,7 +201,7 @@ def moat_config(
     local_window_size: Sequence[int] | None = None,
     pe_type: PEType | str = PEType.LePE_ADD,
     num_classes: int | None = None,
-    local_layout: str = "channels_first",
+    local_layout: str = "channels_last",
 ) -> MOATConfig:
     """Validate the ``build_model`` arguments and return the resulting ``MOATConfig``.
 
@@ -291,12 +296,12 @@ class MOATBlock(nn.Module):
     The shortcut is taken after the MBConv, before the norm. Global attention: the map is
     reshaped to ``(B, C, 1, H*W)`` (a view in PyTorch, one reshape op in the program),
     normalised over channels and fed to ``WindowAttention.forward_bc1s`` (no transpose
-    around it). Local attention, ``local_layout="channels_first"``: the map is normalised
+    around it). Local attention, ``local_layout="channels_last"`` (the default, the seed's
+    route): the map goes channels-last once, is normalised over its last axis and cut into
+    windows with the rank-5 ``window_partition``; attention moves the windows to
+    ``(B*nW, C, 1, N)`` and back. ``local_layout="channels_first"``: the map is normalised
     over channels as it is, cut into windows along axis 2, ``(B, C, nW, N)``, with
     ``window_partition_nchw`` (one transpose) and fed to the same ``forward_bc1s``.
-    ``local_layout="channels_last"`` (the seed's route): the map goes channels-last once, is
-    normalised over its last axis and cut into windows with the rank-5 ``window_partition``;
-    attention moves the windows to ``(B*nW, C, 1, N)`` and back.
 
     Shapes: ``x: (B, C_in, H, W) -> (B, C_out, H/stride, W/stride)``
     """
@@ -312,7 +317,7 @@ class MOATBlock(nn.Module):
         attention_mode: str = "global",
         split_head: bool = True,
         pe_type: PEType | str = PEType.LePE_ADD,
-        local_layout: str = "channels_first",
+        local_layout: str = "channels_last",
     ):
         super().__init__()
         if attention_mode not in ATTENTION_MODES:
@@ -445,7 +450,7 @@ def build_model(
     local_window_size: Sequence[int] | None = None,
     pe_type: PEType | str = PEType.LePE_ADD,
     num_classes: int | None = None,
-    local_layout: str = "channels_first",
+    local_layout: str = "channels_last",
 ) -> tuple[MOATConfig, MOAT]:
     """Build a MOAT for a fixed input shape, as the seed's ``_build_model`` does.
 
@@ -469,8 +474,10 @@ def build_model(
         pe_type: position embedding of the attention layers (a ``PEType`` or its name).
         num_classes: add a classification head returning ``(B, num_classes)`` logits.
         local_layout: how local attention lays out its windows (``LOCAL_LAYOUTS``):
-            ``"channels_first"`` (windows along axis 2 of ``(B, C, nW, N)``, three transposes
-            per block) or ``"channels_last"`` (the seed's route, seven). Same function.
+            ``"channels_last"`` (the default: the seed's route, windows on the batch axis,
+            seven transposes per block, fewer bytes written by layout ops that move the
+            last axis) or ``"channels_first"`` (windows along axis 2 of ``(B, C, nW, N)``,
+            three transposes, fewer ops, rank 4). Same function; chapter 5 compares them.
 
     Returns:
         ``(config, model)``; the model is in training mode, like any new ``nn.Module``.

@@ -340,13 +340,18 @@ def test_plots_draw_the_report_numbers(conv_model, attention_model):
     reports = {"conv net": conv, "attention": attn}
     ax = plot_activation_padding(reports)
     heights = [p.get_height() for p in ax.patches]
-    mib = 1 << 20
-    assert heights == pytest.approx([conv.summary()["activation_bytes_dense"] / mib, attn.summary()["activation_bytes_dense"] / mib,
-                                     conv.summary()["activation_bytes_padded"] / mib, attn.summary()["activation_bytes_padded"] / mib])
+    mb = 1e6
+    sums = [conv.summary(), attn.summary()]
+    assert heights == pytest.approx([s[k] / mb for k in ("activation_bytes_dense", "activation_bytes_padded_lower",
+                                                        "activation_bytes_padded") for s in sums])
     assert "conv net" in ax.get_title()  # 8 fp16 = 16 B last axis: the worst padding (+300%)
 
     ax = plot_layout_bytes(reports, kinds={"attention": "ane"})
-    assert ax.patches[0].get_height() == 0 and ax.patches[1].get_height() > 0
+    # bars: moving (conv net, attention), then keeping (conv net, attention); the conv net has no layout ops
+    assert [p.get_height() for p in ax.patches][0::2] == [0, 0]
+    s = attn.summary()
+    assert [p.get_height() for p in ax.patches][1::2] == pytest.approx(
+        [s["layout_bytes_moving_width_padded"] / mb, s["layout_bytes_keeping_width_padded"] / mb])
     assert ax.get_title().startswith("attention's layout ops move")
     with pytest.raises(ValueError, match="kinds\\['attention'\\] must be one of"):
         plot_layout_bytes(reports, kinds={"attention": "fast"})

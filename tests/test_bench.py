@@ -157,20 +157,67 @@ def test_files_table_and_chart(run, tmp_path):
     loaded = bench.load_results(path)
     assert loaded["results"][1]["metrics"]["op_count"] == results["results"][1]["metrics"]["op_count"]
     assert json.loads(path.read_text())["provenance"]["machine"]["torch_threads"] == 1
-    table = bench.comparison_table(path).splitlines()
-    assert len(table) == 2 + len(results["results"])
-    assert table[0].startswith("| model | impl. | export s |") and "| CPU ms median (p90) |" in table[0]
-    assert table[2].startswith("| tiny 16 | reference | ")
+    program, run_table = (t.splitlines() for t in bench.comparison_table(path).split("\n\n"))
+    assert bench.comparison_table(path) == bench.comparison_table(path, "program") + "\n\n" + bench.comparison_table(path, "run")
+    assert len(program) == len(run_table) == 2 + len(results["results"])
+    assert program[0] == "| model | impl. | ops | layout ops (width) | width MB | activation MB | rank | findings |"
+    assert run_table[0].startswith("| model | impl. | weights MB |") and run_table[0].endswith("| CPU ms median (p90) |")
     rows = {row["implementation"]: row["metrics"] for row in loaded["results"]}
+    m = {k: v["value"] for k, v in rows["ane"].items()}
+    cells = [c.strip() for c in program[3].strip("|").split("|")]
+    assert cells[:4] == ["tiny 16", "ane", str(m["op_count"]), f"{m['layout_op_count']} ({m['layout_ops_moving_width']})"]
+    assert cells[4] == f"{m['layout_bytes_moving_width_padded_lower'] / 1e6:.2f}-{m['layout_bytes_moving_width_padded'] / 1e6:.2f}"
+    assert cells[5] == f"{m['activation_bytes_padded_lower'] / 1e6:.1f}-{m['activation_bytes_padded'] / 1e6:.1f}"
     median, p90 = rows["reference"]["cpu_latency_median_ms"]["value"], rows["reference"]["cpu_latency_p90_ms"]["value"]
-    assert table[2].endswith(f"| {median:.1f} ({p90:.1f}) |")  # the p90 in brackets after the median
+    assert run_table[2].startswith("| tiny 16 | reference | ") and run_table[2].endswith(f"| {median:.1f} ({p90:.1f}) |")
+    with pytest.raises(ValueError, match=r"table must be one of \['program', 'run', 'both'\], got 'all'"):
+        bench.comparison_table(path, "all")
     png = tmp_path / "bench.png"
     fig = bench.plot_bench(path, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    titles = [ax.get_title() for ax in fig.axes]
+    assert fig.get_size_inches()[0] == pytest.approx(6.9)  # the book's column, not scaled down
+    titles = [ax.get_title(loc="left") for ax in fig.axes]
     assert any(t.startswith("Ops in the program\nANE") for t in titles), titles
-    ax = bench.plot_metric(results, "layout_bytes_padded")
-    assert ax.get_ylabel() == "layout-op outputs (MiB)"
+    assert all(t.get_fontsize() >= 11 for ax in fig.axes for t in ax.get_yticklabels() + ax.get_xticklabels())
+    ax = bench.plot_metric(results, "activation_bytes_padded")
+    assert ax.get_xlabel() == "MB written"
+    bars = [b.get_width() for c in ax.containers for b in c]
+    assert bars == pytest.approx([r["metrics"]["activation_bytes_padded"]["value"] / 1e6 for r in results["results"]])
+    ticks = [line.get_xdata()[0] for line in ax.lines]  # the lower bounds, one tick per bar
+    assert ticks == pytest.approx([r["metrics"]["activation_bytes_padded_lower"]["value"] / 1e6 for r in results["results"]])
+
+
+def test_merge_timings_keeps_them_only_for_unchanged_programs(run):
+    import copy
+
+    results, *_ = run
+    facts = copy.deepcopy(results)
+    for row in facts["results"]:
+        row["metrics"] = {k: v for k, v in row["metrics"].items() if v["kind"] != "measured_cpu"}
+        row.pop("latency_settings")
+    facts["provenance"] = {**facts["provenance"], "date_utc": "2027-01-01T00:00:00+00:00", "settings": {"timing": False}}
+    facts["results"][1]["metrics"]["op_count"]["value"] += 1  # the ANE program changed since it was timed
+    merged = bench.merge_timings(facts, results)
+    ref, ane = merged["results"]
+    assert ref["metrics"]["cpu_latency_median_ms"] == results["results"][0]["metrics"]["cpu_latency_median_ms"]
+    assert ref["latency_settings"] == results["results"][0]["latency_settings"]
+    assert "cpu_latency_median_ms" not in ane["metrics"] and "export_time_s" not in ane["metrics"]
+    assert merged["provenance"]["timings_dropped"] == ["tiny_16_ane"]
+    assert merged["provenance"]["date_utc"] == results["provenance"]["date_utc"]  # the timings' date
+    assert merged["provenance"]["program_facts"]["date_utc"] == "2027-01-01T00:00:00+00:00"
+    assert "cpu_latency_median_ms_ane_over_reference" not in merged["comparisons"][0]["metrics"]
+    same = bench.merge_timings(copy.deepcopy(facts) | {"results": copy.deepcopy(facts["results"][:1])}, results)
+    assert same["provenance"]["timings_dropped"] == []
+    import matplotlib.pyplot as plt
+
+    fig = bench.plot_bench(facts)  # no timing: all layout bytes take the latency panel's place
+    assert [ax.get_title(loc="left").split("\n")[0] for ax in fig.axes] == [
+        "Ops in the program", "Width-moving layout", "Activation bytes", "Layout-op bytes"]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="facts must come from a run without timing"):
+        bench.merge_timings(results, results)
+    with pytest.raises(ValueError, match="timed holds no measured_cpu metric"):
+        bench.merge_timings(facts, facts)
 
 
 def test_save_results_writes_infinity_as_string(tmp_path):
@@ -274,6 +321,19 @@ def test_cli_writes_json_and_chart(monkeypatch, tmp_path, capsys):
     assert (tmp_path / "b.png").stat().st_size > 0
     captured = capsys.readouterr()
     assert captured.out.startswith("| model | impl. |") and "[2/2] tiny_16_ane" in captured.err
+    # program facts again, without timing anything, joined to the timings of the first run
+    argv2 = ["--models", "tiny_16_*", "--no-parity", "--output-dir", str(tmp_path), "--name", "b2",
+             "--keep-timings-from", str(tmp_path / "b.json")]
+    assert bench.main(argv2) == 0
+    merged = bench.load_results(tmp_path / "b2.json")
+    assert merged["provenance"]["program_facts"]["settings"]["timing"] is False
+    assert merged["provenance"]["timings_dropped"] == [] and merged["provenance"]["date_utc"] == data["provenance"]["date_utc"]
+    for old, new in zip(data["results"], merged["results"]):
+        assert new["metrics"]["cpu_latency_median_ms"] == old["metrics"]["cpu_latency_median_ms"]
+        assert new["metrics"]["op_count"] == old["metrics"]["op_count"]
+    with pytest.raises(SystemExit):
+        bench.main([*argv2[:-1], str(tmp_path / "missing.json")])
+    assert "--keep-timings-from: " in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("family, arch, pe_type", [("moat", "tiny-moat-0", "LePE_ADD"), ("deit", "deit-tiny", "NONE")])

@@ -29,9 +29,14 @@ def _metrics(kind="program_fact", **values):
     return {name: {"value": value, "unit": "x", "kind": kind} for name, value in values.items()}
 
 
-def _values(ops, layout, act, layout_bytes, weights, params):
+def _values(ops, layout, act, layout_bytes, weights, params, moving=None):
+    """Bench metrics; the lower bounds are set to 80 % of the upper ones, the width-moving
+    layout ops to ``moving`` (default: half of the layout ops) writing half the layout bytes."""
+    moving = layout // 2 if moving is None else moving
     return dict(op_count=ops, layout_op_count=layout, activation_bytes_padded=act, layout_bytes_padded=layout_bytes,
-                weight_bytes=weights, parameters=params, findings_total=0)
+                weight_bytes=weights, parameters=params, findings_total=0, activation_bytes_padded_lower=act * 0.8,
+                layout_bytes_padded_lower=layout_bytes * 0.8, layout_ops_moving_width=moving,
+                layout_bytes_moving_width_padded=layout_bytes / 2, layout_bytes_moving_width_padded_lower=layout_bytes * 0.4)
 
 
 ORIGINAL = {
@@ -101,7 +106,8 @@ def test_fixture_loads(original_file):
         (lambda d: d["results"][0]["metrics"]["op_count"].pop("kind"), "metric 'op_count' has no field 'kind'"),
         (lambda d: d["results"][0]["metrics"]["op_count"].update(kind="measured_cpu"), "has kind 'measured_cpu'"),
         (lambda d: d["results"][0]["metrics"]["op_count"].update(kind="guessed"), "has kind 'guessed'"),
-        (lambda d: d["results"][0]["metrics"].pop("weight_bytes"), "lacks the metrics ['weight_bytes']"),
+        (lambda d: d["results"][0]["metrics"].pop("activation_bytes_padded_lower"),
+         "lacks the metrics ['activation_bytes_padded_lower']"),  # a file from before the lower bounds
         (lambda d: d.pop("provenance"), "the file has no field 'provenance'"),
     ],
 )
@@ -126,15 +132,18 @@ def test_missing_file_and_bad_json(tmp_path):
 
 def test_table_puts_each_number_in_its_column(original_file):
     table = bench.original_comparison_table(RESULTS, original_file)
-    assert table.splitlines()[0] == "| configuration | metric | reference | original (recorded, 0123456) | ours |"
+    assert table.splitlines()[0] == "| configuration | metric | reference | original (0123456) | ours |"
     cells = _table_cells(table)
     label = "tiny-moat-0 256x256 global LePE_ADD"
     assert cells[label, "ops"] == ["319", "584", "442"]
     assert cells[label, "layout ops"] == ["99", "153", "81"]
-    assert cells[label, "padded activation MB"] == ["80.0", "84.0", "75.9"]
-    assert cells[label, "weight MB"] == ["6.00", "6.10", "6.10"]
+    assert cells[label, "layout ops moving the width"] == ["49", "76", "40"]
+    # bytes padded to 64-byte rows, lower bound (only the outputs padded) - upper bound (all)
+    assert cells[label, "padded activation MB"] == ["64.0-80.0", "67.2-84.0", "60.7-75.9"]
+    assert cells[label, "layout MB"] == ["6.40-8.00", "4.00-5.00", "3.20-4.00"]
+    assert cells[label, "width-moving layout MB"] == ["3.20-4.00", "2.00-2.50", "1.60-2.00"]
     assert cells[label, "parameters"] == ["3,076,632"] * 3
-    assert len(cells) == 7  # pair "b" (other widths) has no recorded original and is left out
+    assert len(cells) == 8  # pair "b" (other widths) has no recorded original and is left out
 
 
 def test_unmatched_pairs_show_a_dash(original_file):
@@ -157,14 +166,15 @@ def test_chart_draws_the_original_as_a_hatched_third_bar(original_file):
     import matplotlib.pyplot as plt
 
     ax = bench.plot_metric(RESULTS, "op_count", original=original_file)
-    heights = {c.get_label(): [b.get_height() for b in c] for c in ax.containers}
+    heights = {c.get_label(): [b.get_width() for b in c] for c in ax.containers}  # horizontal bars
     plt.close(ax.figure)
     assert list(heights) == ["reference", "original (recorded, 0123456)", "ours (ANE layout)"]
     assert heights["reference"] == [319, 1] and heights["ours (ANE layout)"] == [442, 2]
     first, second = heights["original (recorded, 0123456)"]
     assert first == 584 and math.isnan(second)  # pair b: nothing recorded
     assert all(b.get_hatch() == "xx" for b in ax.containers[1])
-    assert "than original" in ax.get_title()
+    # ours / the other, one line each: 442 / 319 and 2 / 1 (geometric mean), 442 / 584 (one model)
+    assert ax.get_title(loc="left") == "Ops in the program\nours/reference 1.66*\nours/original 0.76"
     two = bench.plot_metric(RESULTS, "op_count")
     assert len(two.containers) == 2
     plt.close(two.figure)

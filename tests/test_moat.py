@@ -370,8 +370,9 @@ def test_mbconv_folds_its_pre_norm_into_the_expand_conv_in_eval_mode_only():
     torch.testing.assert_close(folded.pre_norm.running_mean, plain.pre_norm.running_mean)
 
 
-def test_ane_moat_local_path_stays_at_rank_5_or_below():
-    """Every tensor any op produces in a local MOAT block (windows along axis 2) has rank <= 5."""
+@pytest.mark.parametrize("local_layout", ["channels_last", "channels_first"])
+def test_ane_moat_local_path_stays_at_rank_5_or_below(local_layout):
+    """Every tensor any op produces in a local MOAT block (either route) has rank <= 5."""
     from torch.overrides import TorchFunctionMode
 
     from ane_vit.moat import MOATBlock
@@ -388,7 +389,8 @@ def test_ane_moat_local_path_stays_at_rank_5_or_below():
 
     for pe_type in ("SINGLE_HEAD_RPE", "LePE_ADD"):
         for split_head in (True, False):
-            block = MOATBlock(64, 64, (4, 8), attention_mode="local", split_head=split_head, pe_type=pe_type).eval()
+            block = MOATBlock(64, 64, (4, 8), attention_mode="local", split_head=split_head, pe_type=pe_type,
+                              local_layout=local_layout).eval()
             with torch.no_grad(), Ranks():
                 block(torch.randn(2, 64, 8, 16))
     assert len(ranks) > 100 and max(ranks) <= 5

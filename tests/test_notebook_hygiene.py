@@ -2,6 +2,7 @@
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -93,7 +94,10 @@ def test_bibliography_parses_and_every_cited_key_exists():
     # in Sphinx, long after the notebooks ran. pybtex comes with the book's tools.
     pybtex = pytest.importorskip("pybtex.database")
     bib = ROOT / "book" / "references.bib"
-    keys = set(pybtex.parse_file(str(bib)).entries)  # raises on a syntax error or a duplicate key
+    keys = set(pybtex.parse_file(str(bib)).entries)  # raises on a syntax error
+    declared = re.findall(r"^@\w+\{([^,\s]+),", bib.read_text(), flags=re.M)
+    twice = sorted(k for k, n in Counter(declared).items() if n > 1)
+    assert not twice, f"book/references.bib declares these keys more than once (merges append blocks): {twice}"
     sources = [p.read_text() for p in NOTEBOOKS] + [p.read_text() for p in (ROOT / "book").glob("*.md")]
     cited = set()
     for text in sources:

@@ -6,8 +6,19 @@ and dtypes; activation bytes stored densely and with the last axis padded to 64 
 the ANE stores it; weight bytes, including the weights a compressed program stores behind
 ``constexpr_*`` ops (bytes stored and expanded, and the method: ``CompressedWeight``); FLOPs
 of conv, linear, matmul and einsum; the layout ops
-and the bytes they move; and ANE-readiness findings, each with its reason and a citation
-from ``ane_vit/data/ane_ops.json``. Works on any OS: coremltools reads the program without
+and the bytes they move, split into those that move the last (width) axis and those that
+keep it; and ANE-readiness findings, each with its reason and a citation from
+``ane_vit/data/ane_ops.json``.
+
+Padded bytes come as two bounds. The upper bound pads every op output to 64-byte rows
+(``activation_bytes_padded``); the lower bound pads only the program's outputs and counts
+the intermediates dense (``activation_bytes_padded_lower``): Apple requires 64-byte rows for
+a model's inputs and outputs, while intermediates that stay in the L2 cache "may tolerate
+smaller widths" (Apple's Neural Engine rules, apple/coreai-models
+``skills/skills/model-authoring/references/neural_engine_rules.md``, commit 86b363d). Which
+intermediates stay there is not known before the compiler runs, so the truth lies between
+the two. The same rules call reshapes and transposes that touch the width "especially
+expensive"; ``OpInfo.moves_width`` marks them (``ane_vit.layout.moves_last_axis``). Works on any OS: coremltools reads the program without
 the Core ML runtime. Nothing here is a latency: a finding says a program is shaped against
 the Neural Engine's documented (or, where marked, inferred) constraints, not how fast it runs.
 

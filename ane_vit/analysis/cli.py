@@ -18,10 +18,12 @@ def main(argv: list[str] | None = None) -> int:
     ``python -m ane_vit.analysis --rules --arch NAME [...]`` (Apple's Neural Engine rules)."""
     parser = argparse.ArgumentParser(
         prog="python -m ane_vit.analysis",
-        description="Report what a Core ML ML Program contains: ops, shapes, bytes (dense and "
-        "64-byte padded), weights, FLOPs, layout ops and ANE-readiness findings. Facts about "
-        "the program, not latency. With --rules: check a PyTorch model of the registry against "
-        "Apple's Neural Engine rules on its torch.export graph.",
+        description="Report what a Core ML ML Program contains: ops, shapes, bytes (dense, and padded to "
+        "64-byte rows as two bounds: the lower pads only the program's outputs, the upper every op output), "
+        "weights, FLOPs, layout ops (split into those that move the last, width, axis and those that keep "
+        "it) and ANE-readiness findings. Sizes in MB = 10^6 bytes. Facts about the program, not latency. "
+        "With --rules: check a PyTorch model of the registry against Apple's Neural Engine rules on its "
+        "torch.export graph.",
     )
     parser.add_argument("model", nargs="?", help="path to a saved .mlpackage (ML Program)")
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")

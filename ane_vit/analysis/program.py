@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import textwrap
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Union
 
-from ..layout import ANE_ALIGN_BYTES, ANE_MAX_RANK, padded_nbytes
+from ..layout import ANE_ALIGN_BYTES, ANE_MAX_RANK, moves_last_axis, padded_nbytes
 
 __all__ = [
     "LAYOUT_OPS",
@@ -99,13 +101,20 @@ class TensorInfo:
 
 @dataclass(frozen=True)
 class OpInfo:
-    """One non-const op: its type, its outputs, FLOPs (2 x MACs) and whether it is a layout op."""
+    """One non-const op: its type, its outputs, FLOPs (2 x MACs) and whether it is a layout op.
+
+    ``moves_width`` (layout ops only, else ``None``): whether the op changes what lies along
+    the last, innermost axis, the one the Neural Engine treats as width (Apple's Neural
+    Engine rules: such reshapes and transposes "force a full data rewrite in memory"); see
+    ``ane_vit.layout.moves_last_axis``. ``None`` also when a symbolic shape hides the answer.
+    """
 
     name: str
     op_type: str
     outputs: tuple[TensorInfo, ...]
     flops: int = 0
     is_layout: bool = False
+    moves_width: bool | None = None
 
     @property
     def dense_bytes(self) -> int:
@@ -172,11 +181,20 @@ class ProgramReport:
         return [op for op in self.ops if op.is_layout]
 
     def summary(self) -> dict[str, Any]:
-        """Totals over the program (JSON-safe)."""
+        """Totals over the program (JSON-safe).
+
+        Every byte total adds up the outputs of every op (the program's inputs are in none).
+        ``..._padded`` pads every one of them to 64-byte rows: an upper bound of the padded
+        bytes. ``..._padded_lower`` pads only the program's outputs and keeps the
+        intermediates dense: a lower bound (Apple requires 64-byte rows for a model's inputs
+        and outputs, while intermediates held in L2 cache "may tolerate smaller widths").
+        ``layout_*_moving_width`` / ``..._keeping_width`` split the layout ops by whether they
+        change the last axis (``OpInfo.moves_width``). See ``width_summary``.
+        """
         dense = sum(op.dense_bytes for op in self.ops)
         padded = sum(op.padded_bytes for op in self.ops)
         layout = self.layout_ops
-        return {
+        totals = {
             "ops": len(self.ops),
             "op_types": len(self.histogram()),
             "flops": sum(op.flops for op in self.ops),
@@ -195,6 +213,38 @@ class ProgramReport:
             "findings_by_rule": dict(Counter(f.rule for f in self.findings)),
             **self.compression_summary(),
         }
+        totals.update(self.width_summary())
+        return totals
+
+    def _lower_bytes(self, op: OpInfo) -> int:
+        """An op's output bytes with only the program's outputs padded (the lower bound)."""
+        names = {t.name for t in self.outputs}
+        return sum((t.padded_bytes if t.name in names else t.dense_bytes) or 0 for t in op.outputs)
+
+    def width_summary(self) -> dict[str, Any]:
+        """Layout ops split by the width (last) axis, and padded bytes as two bounds (JSON-safe).
+
+        ``activation_bytes_padded_lower``: every op output, only the program's outputs padded
+        to 64 bytes (``activation_bytes_padded`` of ``summary`` is the upper bound, every
+        output padded). ``layout_ops_moving_width`` and ``layout_ops_keeping_width`` count
+        the layout ops that change the last axis and those that leave it; their bytes are
+        given dense, padded (upper bound) and ``_lower``. ``layout_ops_width_unknown``
+        counts layout ops whose symbolic shapes hide the answer (in neither group).
+        Facts about the program, not latency.
+        """
+        layout = self.layout_ops
+        out: dict[str, Any] = {
+            "activation_bytes_padded_lower": sum(self._lower_bytes(op) for op in self.ops),
+            "layout_bytes_padded_lower": sum(self._lower_bytes(op) for op in layout),
+        }
+        for key, flag in (("moving_width", True), ("keeping_width", False)):
+            group = [op for op in layout if op.moves_width is flag]
+            out[f"layout_ops_{key}"] = len(group)
+            out[f"layout_bytes_{key}_dense"] = sum(op.dense_bytes for op in group)
+            out[f"layout_bytes_{key}_padded"] = sum(op.padded_bytes for op in group)
+            out[f"layout_bytes_{key}_padded_lower"] = sum(self._lower_bytes(op) for op in group)
+        out["layout_ops_width_unknown"] = sum(1 for op in layout if op.moves_width is None)
+        return out
 
     def compression_summary(self) -> dict[str, Any]:
         """Weights stored compressed (behind ``constexpr_*`` ops): how many, bytes stored and
@@ -230,7 +280,7 @@ class ProgramReport:
             "outputs": [tensor(t) for t in self.outputs],
             "ops": [
                 {"name": op.name, "op_type": op.op_type, "flops": op.flops, "is_layout": op.is_layout,
-                 "outputs": [tensor(t) for t in op.outputs]}
+                 "moves_width": op.moves_width, "outputs": [tensor(t) for t in op.outputs]}
                 for op in self.ops
             ],
             "findings": [asdict(f) for f in self.findings],
@@ -249,42 +299,44 @@ class ProgramReport:
         return text
 
     def table(self, top: int = 10) -> str:
-        """Printable text: totals, op histogram, the ``top`` largest activations, findings."""
+        """Printable text: totals, op histogram, the ``top`` largest activations, findings.
+
+        Sizes in MB (10^6 bytes) and kB (10^3 bytes). Padded bytes are given as two bounds
+        (``width_summary``): at least, only the program's outputs padded to 64 bytes; at
+        most, every op output padded. Lines stay within 76 characters (a book's column) except
+        unbreakable ones such as URLs.
+        """
         s = self.summary()
-        mb = 1e6  # decimal megabytes, as the book states sizes
         lines = [
-            f"ML Program: {self.source}",
-            "inputs:  " + ", ".join(f"{t.name} {_fmt_shape(t.shape)} {t.dtype}" for t in self.inputs),
-            "outputs: " + ", ".join(f"{t.name} {_fmt_shape(t.shape)} {t.dtype}" for t in self.outputs),
-            f"ops: {s['ops']} ({s['op_types']} types), FLOPs (2 x MACs of conv/linear/matmul/einsum): {s['flops']:,}",
-            f"weights: {s['weights']} const tensors, {s['weight_bytes'] / mb:.3f} MB",
-            self._compression_line(),
-            f"activations: {s['activation_bytes_dense'] / mb:.3f} MB dense, "
-            f"{s['activation_bytes_padded'] / mb:.3f} MB with the last axis padded to {ANE_ALIGN_BYTES} B "
-            f"({100 * s['padding_waste_fraction']:.1f}% padding)",
-            f"layout ops: {s['layout_ops']} moving {s['layout_bytes_dense'] / mb:.3f} MB dense, "
-            f"{s['layout_bytes_padded'] / mb:.3f} MB padded",
+            *_source_lines(self.source),
+            *_wrap("inputs:  " + ", ".join(f"{t.name} {_fmt_shape(t.shape)} {t.dtype}" for t in self.inputs), 9),
+            *_wrap("outputs: " + ", ".join(f"{t.name} {_fmt_shape(t.shape)} {t.dtype}" for t in self.outputs), 9),
+            f"ops: {s['ops']} ({s['op_types']} types); FLOPs: {s['flops']:,}",
+            "  (FLOPs: 2 x MACs of conv, linear, matmul and einsum)",
+            f"weights: {s['weights']} const tensors, {s['weight_bytes'] / _MB:.3f} MB",
+            *_wrap(self._compression_line(), 2),
+            *_bytes_lines(s),
             "",
             f"{'op type':<24}{'count':>7}",
         ]
         lines += [f"{k:<24}{v:>7}" for k, v in self.histogram().most_common()]
         lines += ["", f"largest {top} op outputs (by padded bytes):",
-                  f"{'op':<32}{'type':<16}{'shape':<24}{'dtype':<6}{'padded kB':>12}{'waste %':>9}"]
+                  f"{'op':<20}{'type':<13}{'shape':<20}{'dtype':<5}{'pad. kB':>10}{'waste%':>7}"]
         rows = sorted(((op, t) for op in self.ops for t in op.outputs), key=lambda r: -(r[1].padded_bytes or 0))
         for op, t in rows[:top]:
             pad = t.padded_bytes or 0
             waste = 100 * t.waste_bytes / pad if pad else 0.0
-            lines.append(f"{op.name[:31]:<32}{op.op_type:<16}{_fmt_shape(t.shape):<24}{t.dtype:<6}{pad / 1e3:>12.1f}{waste:>9.1f}")
+            lines.append(f"{op.name[:19]:<20}{op.op_type[:12]:<13}{_fmt_shape(t.shape):<20}{t.dtype:<5}"
+                         f"{pad / 1e3:>10.1f}{waste:>7.1f}")
         lines += ["", f"ANE-readiness findings: {len(self.findings)}"]
         by_rule: dict[str, list[Finding]] = {}
         for f in self.findings:
             by_rule.setdefault(f.rule, []).append(f)
         for rule, fs in by_rule.items():
             names = ", ".join(f.op for f in fs[:3]) + (f", ... (+{len(fs) - 3})" if len(fs) > 3 else "")
-            lines.append(f"[{fs[0].severity}] {rule} x{len(fs)}: {names}")
-            lines.append(f"    e.g. {fs[0].message}")
-            lines.append(f"    why: {fs[0].reason}")
-            lines.append(f"    source: {fs[0].citation}")
+            lines += _wrap(f"[{fs[0].severity}] {rule} x{len(fs)}: {names}", 4)
+            for label, text in (("e.g.", fs[0].message), ("why:", fs[0].reason), ("source:", fs[0].citation)):
+                lines += _wrap(f"    {label} {text}", 6)
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -293,6 +345,56 @@ class ProgramReport:
 
 def _fmt_shape(shape: tuple) -> str:
     return "(" + ", ".join(str(s) for s in shape) + ")"
+
+
+_MB = 1e6  # the book's unit: MB = 10^6 bytes
+
+
+_WIDTH = 76  # characters of a code-output line in the book's column at 1280 pixels
+
+
+def _wrap(text: str, indent: int) -> list[str]:
+    """``text`` broken into lines of at most ``_WIDTH`` characters (words are not split)."""
+    return textwrap.wrap(text, _WIDTH, subsequent_indent=" " * indent, break_long_words=False, break_on_hyphens=False)
+
+
+def _source_lines(source: str, width: int = _WIDTH) -> list[str]:
+    """``ML Program: <source>``, the file name on its own line when the path is long, and a
+    long file name broken after underscores (``a_b_c`` -> ``a_b_`` / ``c``)."""
+    line = f"ML Program: {source}"
+    if len(line) <= width or os.sep not in source:
+        return [line]
+    folder, name = os.path.split(source)
+    lines, current = [f"ML Program: {folder}{os.sep}"], "  "
+    for part in re.split(r"(?<=_)", name):
+        if len(current) + len(part) > width and current.strip():
+            lines.append(current)
+            current = "    "
+        current += part
+    return lines + [current]
+
+
+def _bytes_lines(s: dict[str, Any]) -> list[str]:
+    """The activation and layout byte totals of ``ProgramReport.summary()``, with both bounds
+    of the padded bytes and the layout ops split by the width (last) axis."""
+
+    def mb(key: str) -> str:
+        return f"{s[key] / _MB:.3f}"
+
+    def bounds(prefix: str) -> str:
+        return f"{mb(prefix + '_padded_lower')}-{mb(prefix + '_padded')} MB"
+
+    return [
+        f"activations: {mb('activation_bytes_dense')} MB dense; padded to {ANE_ALIGN_BYTES} B rows: "
+        f"{bounds('activation_bytes')}",
+        "  (lower bound: only the program's outputs padded; upper bound: every",
+        f"  op output padded, {100 * s['padding_waste_fraction']:.1f}% of it padding)",
+        f"layout ops: {s['layout_ops']}, writing {mb('layout_bytes_dense')} MB dense, {bounds('layout_bytes')} padded",
+        f"  moving the last (width) axis: {s['layout_ops_moving_width']} ops, "
+        f"{mb('layout_bytes_moving_width_dense')} MB dense, {bounds('layout_bytes_moving_width')}",
+        f"  keeping the last axis: {s['layout_ops_keeping_width']} ops, "
+        f"{mb('layout_bytes_keeping_width_dense')} MB dense, {bounds('layout_bytes_keeping_width')}",
+    ] + ([f"  width unknown (symbolic shapes): {s['layout_ops_width_unknown']} ops"] if s["layout_ops_width_unknown"] else [])
 
 
 @lru_cache(maxsize=1)
@@ -513,6 +615,49 @@ def _compressed_weights(func: Any) -> list[CompressedWeight]:
     return found
 
 
+# --------------------------------------------------------------------------- width
+
+
+def _last_axis(shape: Any) -> int | str:
+    """Length of a shape's last axis (a rank-0 shape counts as 1); a symbolic length as its name."""
+    if len(shape) == 0:
+        return 1
+    last = shape[-1]
+    return str(last) if _is_symbolic(last) else int(last)
+
+
+def _moves_width(op: Any) -> bool | None:
+    """Whether a layout op changes what lies along the last (width) axis; ``None`` for other
+    ops, or when symbolic shapes hide the answer.
+
+    A transpose reads its ``perm``; every other layout op compares the length of the last
+    axis of its data input(s) (``x``, or each of ``values`` for concat and stack) with that
+    of each output (``ane_vit.layout.moves_last_axis``). A reverse or gather along the last
+    axis rewrites each row in place without changing its length: it moves the width too.
+    """
+    if op.op_type not in LAYOUT_OPS:
+        return None
+    data = list(op.values) if "values" in op.inputs else [op.x]
+    rank = len(data[0].shape)
+    if op.op_type == "transpose":
+        return moves_last_axis(data[0].shape, op.outputs[0].shape, perm=[int(p) for p in op.perm.val])
+    if op.op_type == "reverse" and rank:
+        axes = range(rank) if op.axes is None else [int(a) % rank for a in op.axes.val]
+        if rank - 1 in axes:
+            return True
+    if op.op_type in ("gather", "gather_along_axis") and rank and int(op.axis.val) % rank == rank - 1:
+        return True
+    lengths = {_last_axis(v.shape) for v in (*data, *op.outputs)}
+    if any(isinstance(n, str) for n in lengths):
+        return None if len(lengths) > 1 else False  # the same symbol everywhere: rows kept
+    return any(moves_last_axis(_last_only(d.shape), _last_only(o.shape)) for d in data for o in op.outputs)
+
+
+def _last_only(shape: Any) -> tuple[int, ...]:
+    """The last axis of a static shape, as ``moves_last_axis`` reads it (outer axes may be symbolic)."""
+    return (_last_axis(shape),) if len(shape) else ()
+
+
 # --------------------------------------------------------------------------- rules
 
 
@@ -539,7 +684,7 @@ def _findings(func: Any, ops: list[tuple[Any, OpInfo]], flex: dict[str, tuple[st
                 add("axis_over_16384", info.name, f"{info.op_type} outputs {_fmt_shape(t.shape)}: axis of {max(big)} > {MAX_AXIS}")
             if (t.padded_bytes or 0) > LARGE_TENSOR_BYTES and t.waste_bytes > MAX_PADDING_FRACTION * t.padded_bytes:
                 add("misaligned_last_axis", info.name,
-                    f"{info.op_type} outputs {_fmt_shape(t.shape)} {t.dtype}: {t.padded_bytes / 2**20:.2f} MiB padded, "
+                    f"{info.op_type} outputs {_fmt_shape(t.shape)} {t.dtype}: {t.padded_bytes / 1e6:.2f} MB padded, "
                     f"{100 * t.waste_bytes / t.padded_bytes:.0f}% of it padding (last axis {t.shape[-1]})")
         if info.op_type in _GATHER_OPS and not all(_is_const(v) for v in _input_vars(mil_op)):
             add("runtime_gather", info.name, f"{info.op_type} reads an index or a table computed at run time")
@@ -586,7 +731,8 @@ def analyze(model_or_path: ModelLike, function: str | None = None) -> ProgramRep
             if _is_const(v) and v.op.op_type == "const" and v.name not in weights:
                 # every non-string const counted once; op parameters (strides, axes) are a few bytes
                 weights[v.name] = _tensor_info(v).dense_bytes or 0
-        info = OpInfo(op.name, op.op_type, tuple(_tensor_info(v) for v in op.outputs), _flops(op), op.op_type in LAYOUT_OPS)
+        info = OpInfo(op.name, op.op_type, tuple(_tensor_info(v) for v in op.outputs), _flops(op), op.op_type in LAYOUT_OPS,
+                      _moves_width(op))
         ops.append((op, info))
     flex = _flexible_inputs(spec, func)
     return ProgramReport(

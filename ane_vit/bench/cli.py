@@ -14,7 +14,7 @@ from pathlib import Path
 from ..coreml_log import quiet_native_library_warnings
 from .original import load_original, original_comparison_table, original_note, original_specs
 from .plots import plot_bench
-from .results import comparison_table, save_results
+from .results import comparison_table, load_results, merge_timings, save_results
 from .run import run_benchmark
 from .specs import default_specs
 
@@ -41,6 +41,20 @@ def _parser() -> argparse.ArgumentParser:
         help="add the original repository's recorded programs (default file: results/original_programs.json) as a third "
         "column and bar, and benchmark the configurations recorded there (choose with --models, see --list)",
     )
+    parser.add_argument(
+        "--no-timing", action="store_true",
+        help="time nothing on this CPU (no PyTorch latency, no export time): program facts only, for a loaded machine",
+    )
+    parser.add_argument(
+        "--keep-timings-from", metavar="JSON",
+        help="implies --no-timing: recompute the program facts and keep the CPU timings of this earlier results file "
+        "for every model whose program did not change (ane_vit.bench.merge_timings); the others get none",
+    )
+    parser.add_argument(
+        "--local-routes", action="store_true",
+        help="instead of the benchmark: convert the local-attention routes (reference, channels_last, channels_first, "
+        "batch_rank4) of tiny-moat-0 and -1 and record their program facts in <output-dir>/local_routes.json (no timing)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing results/<name>.json and .png (refused without it)")
     parser.add_argument("--keep-models", metavar="DIR", help="keep the .mlpackage files in DIR, replacing packages of the same name (default: a temporary folder)")
     return parser
@@ -56,12 +70,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.pe_type not in PEType.__members__:
         parser.error(f"--pe-type must be one of {list(PEType.__members__)}, got {args.pe_type!r}")
+    if args.local_routes:
+        return _local_routes(args, argv, parser)
     original = None
     if args.with_original is not None:
         try:
             original = load_original(args.with_original or None)
         except (OSError, ValueError) as exc:
             parser.error(f"--with-original: {exc}")
+    timed = None
+    if args.keep_timings_from is not None:
+        try:
+            timed = load_results(args.keep_timings_from)
+        except (OSError, ValueError) as exc:
+            parser.error(f"--keep-timings-from: {exc}")
+    timing = not (args.no_timing or timed is not None)
     specs = default_specs(args.pe_type) if original is None else original_specs(original)
     if args.list:
         print("\n".join(s.name for s in specs))
@@ -103,8 +126,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         keep_models=args.keep_models,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
         command=shlex.join(["python", "-m", "ane_vit.bench", *argv]),
+        timing=timing,
     )
-    results["provenance"]["wall_time_s"] = round(time.perf_counter() - start, 1)
+    if timed is not None:
+        results = merge_timings(results, timed)
+        if results["provenance"]["timings_dropped"]:
+            print(f"no timing kept for {', '.join(results['provenance']['timings_dropped'])}: their programs changed "
+                  "(re-run without --keep-timings-from on a quiet machine)", file=sys.stderr)
+    wall = round(time.perf_counter() - start, 1)
+    # the wall time of this run: of the recomputed facts when the timings come from another run
+    (results["provenance"] if timed is None else results["provenance"]["program_facts"])["wall_time_s"] = wall
     if original is not None:  # where the third column comes from; its numbers stay in their own file
         prov = original["provenance"]
         results["provenance"]["original"] = {k: prov[k] for k in ("repository", "commit", "date_utc", "citation")}
@@ -124,6 +155,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
         print(original_comparison_table(results, original, only_matched=False))
         print(original_note(original))
-    print(f"wrote {json_path} and {out_dir / f'{stem}.png'} in {results['provenance']['wall_time_s']:.0f} s", file=sys.stderr)
+    print(f"wrote {json_path} and {out_dir / f'{stem}.png'} in {wall:.0f} s", file=sys.stderr)
     return 0
 
+
+
+def _local_routes(args: argparse.Namespace, argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
+    """``--local-routes``: convert every route, write the facts with their provenance."""
+    from .routes import compare_local_routes, local_routes_table
+
+    path = Path(args.output_dir) / f"{args.name or 'local_routes'}.json"
+    if path.exists() and not args.overwrite:
+        print(f"error: {path} already exists; pass --overwrite to replace, or --name/--output-dir", file=sys.stderr)
+        return 2
+    import torch
+
+    torch.set_num_threads(args.threads)  # conversions only; nothing is timed
+    start = time.perf_counter()
+    results = compare_local_routes(
+        pe_type=args.pe_type, progress=lambda line: print(line, file=sys.stderr, flush=True),
+        command=shlex.join(["python", "-m", "ane_vit.bench", *argv]),
+    )
+    results["provenance"]["wall_time_s"] = round(time.perf_counter() - start, 1)
+    save_results(results, path)
+    print(local_routes_table(results))
+    print(f"wrote {path}", file=sys.stderr)
+    return 0

@@ -44,6 +44,14 @@ def _program_metrics(path: Path) -> dict:
         "weight_bytes": ("weight_bytes", "bytes"),
         "flops": ("flops", "FLOP"),
         "max_rank": ("max_rank", "axes"),
+        # width-aware (Apple's Neural Engine rules): layout ops that move the last axis, and
+        # padded bytes as a lower bound (only the program's outputs padded) beside the upper
+        "layout_ops_moving_width": ("layout_ops_moving_width", "ops"),
+        "layout_ops_keeping_width": ("layout_ops_keeping_width", "ops"),
+        "layout_bytes_moving_width_padded": ("layout_bytes_moving_width_padded", "bytes"),
+        "layout_bytes_moving_width_padded_lower": ("layout_bytes_moving_width_padded_lower", "bytes"),
+        "layout_bytes_padded_lower": ("layout_bytes_padded_lower", "bytes"),
+        "activation_bytes_padded_lower": ("activation_bytes_padded_lower", "bytes"),
     }
     metrics = {k: _metric(summary[s], unit, "program_fact") for k, (s, unit) in pick.items() if s in summary}
     by_rule = dict(summary.get("findings_by_rule", {}))
@@ -83,8 +91,11 @@ def _widths(config) -> dict:
     }
 
 
-def _bench_one(spec: BenchSpec, workdir: Path, parity: bool) -> tuple[dict, list[torch.Tensor], nn.Module, torch.Tensor]:
-    """Build, export, analyse and check one model; latency is timed later, per pair."""
+def _bench_one(
+    spec: BenchSpec, workdir: Path, parity: bool, timing: bool = True
+) -> tuple[dict, list[torch.Tensor], nn.Module, torch.Tensor]:
+    """Build, export, analyse and check one model; latency is timed later, per pair.
+    ``timing=False`` records no export time (nothing measured on this CPU)."""
     from ..export import export_model, package_nbytes
 
     module, example, config = spec.build()
@@ -110,7 +121,8 @@ def _bench_one(spec: BenchSpec, workdir: Path, parity: bool) -> tuple[dict, list
 
     start = time.perf_counter()
     path = export_model(module, example, workdir / f"{spec.name}.mlpackage", config=config, overwrite=True)
-    metrics["export_time_s"] = _metric(time.perf_counter() - start, "s", "measured_cpu")
+    if timing:
+        metrics["export_time_s"] = _metric(time.perf_counter() - start, "s", "measured_cpu")
     metrics["mlpackage_bytes"] = _metric(package_nbytes(path), "bytes", "program_fact")
     try:
         metrics.update(_program_metrics(path))
@@ -137,6 +149,14 @@ def _record_latency(group: list[tuple[dict, nn.Module, torch.Tensor]], runs: int
     return f"PyTorch CPU latency, {group[0][0]['pair']}: {parts} (median of {runs}, interleaved)"
 
 
+# metrics whose ANE / reference ratio each comparison records
+_RATIO_METRICS = (
+    "cpu_latency_median_ms", "op_count", "layout_op_count", "layout_bytes", "activation_bytes_padded",
+    "activation_bytes_padded_lower", "layout_bytes_moving_width_padded", "layout_bytes_moving_width_padded_lower",
+    "mlpackage_bytes", "export_time_s",
+)
+
+
 def _comparisons(rows: list[dict], outputs: dict[str, list[torch.Tensor]]) -> list[dict]:
     from ..testing import psnr
 
@@ -149,7 +169,7 @@ def _comparisons(rows: list[dict], outputs: dict[str, list[torch.Tensor]]) -> li
             continue
         ref, ane = impls["reference"], impls["ane"]
         metrics = {}
-        for metric in ("cpu_latency_median_ms", "op_count", "layout_op_count", "layout_bytes", "activation_bytes_padded", "mlpackage_bytes", "export_time_s"):
+        for metric in _RATIO_METRICS:
             a, r = _value(ane, metric), _value(ref, metric)
             if a is not None and r:
                 metrics[f"{metric}_ane_over_reference"] = _metric(a / r, "ratio", "derived")
@@ -171,9 +191,13 @@ def run_benchmark(
     keep_models: str | os.PathLike | None = None,
     progress: Callable[[str], None] | None = None,
     command: str | None = None,
+    timing: bool = True,
 ) -> dict:
     """Benchmark ``specs`` in order; return ``{"provenance", "results", "comparisons"}``.
 
+    ``timing=False`` measures nothing on this CPU (no PyTorch latency, no export time): the
+    program facts alone, for a machine too loaded to time on (``runs`` and ``warmup`` are
+    then ignored; ``ane_vit.bench.merge_timings`` can join them to an earlier timed file).
     ``threads`` fixes torch's CPU threads for the whole run (restored afterwards).
     ``.mlpackage`` files go to a temporary folder unless ``keep_models`` names one.
     The models of a pair (same ``spec.pair``) are timed interleaved once both are built.
@@ -193,7 +217,10 @@ def run_benchmark(
     torch.set_num_threads(threads)
     rows, outputs = [], {}
     try:
-        prov = provenance(command, runs=runs, warmup=warmup, threads=threads, parity=parity, compute_precision="float16")
+        if timing:
+            prov = provenance(command, runs=runs, warmup=warmup, threads=threads, parity=parity, compute_precision="float16")
+        else:
+            prov = provenance(command, timing=False, threads=threads, parity=parity, compute_precision="float16")
         with tempfile.TemporaryDirectory(prefix="ane_vit_bench_") as tmp:
             workdir = Path(keep_models) if keep_models is not None else Path(tmp)
             workdir.mkdir(parents=True, exist_ok=True)
@@ -201,13 +228,16 @@ def run_benchmark(
             pending: dict[str, list] = {}  # pair -> [(row, module, example)] until it is complete
             for i, spec in enumerate(specs, 1):
                 start = time.perf_counter()
-                row, outputs[spec.name], module, example = _bench_one(spec, workdir, parity)
+                row, outputs[spec.name], module, example = _bench_one(spec, workdir, parity, timing)
                 rows.append(row)
                 if progress is not None:
                     progress(f"[{i}/{len(specs)}] {_progress_line(row)} ({time.perf_counter() - start:.0f} s)")
                 group = pending.setdefault(spec.pair, [])
                 group.append((row, module, example))
                 if len(group) == pair_sizes[spec.pair]:
+                    if not timing:
+                        pending.pop(spec.pair)
+                        continue
                     line = _record_latency(pending.pop(spec.pair), runs, warmup)
                     if progress is not None:
                         progress(line)
