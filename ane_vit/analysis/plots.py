@@ -174,7 +174,7 @@ def plot_layout_bytes(reports: Mapping[str, ProgramReport], ax=None, kinds: Mapp
     labels = list(reports)
     sums = [reports[k].summary() for k in labels]
     w = 0.38
-    for j, (key, hatch, name) in enumerate((("moving_width", "", "moves the last axis"), ("keeping_width", "//", "keeps it"))):
+    for j, (key, hatch, _name) in enumerate((("moving_width", "", "moves the last axis"), ("keeping_width", "//", "keeps it"))):
         for i, (label, s) in enumerate(zip(labels, sums)):
             x = i + (j - 0.5) * w
             upper, lower = s[f"layout_bytes_{key}_padded"] / _MB, s[f"layout_bytes_{key}_padded_lower"] / _MB

@@ -62,7 +62,13 @@ from .plots import plot_bench, plot_metric
 from .results import SCHEMA_VERSION as SCHEMA_VERSION
 from .results import TABLES as TABLES
 from .results import comparison_table, load_results, merge_timings, save_results
-from .routes import LOCAL_ROUTES, BatchWindowsRank4Block, compare_local_routes, local_routes_table, route_model
+from .routes import (
+    LOCAL_ROUTES,
+    BatchWindowsRank4Block,
+    compare_local_routes,
+    local_routes_table,
+    route_model,
+)
 from .run import _outputs as _outputs  # used by the tests
 from .run import run_benchmark
 from .specs import BenchSpec, default_specs
