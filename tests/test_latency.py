@@ -217,9 +217,9 @@ def test_bad_model_dict():
 
 
 def test_missing_program(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"expected a saved Core ML ML Program \(.mlpackage directory\), but .*none.mlpackage' does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"no such .mlpackage: '.*none.mlpackage' does not exist; give the path of a .mlpackage folder"):
         estimate(tmp_path / "none.mlpackage")
-    with pytest.raises(TypeError, match="expected a coremltools MLModel, a path to an .mlpackage or a MIL Program, got int"):
+    with pytest.raises(TypeError, match="model must be a coremltools MLModel, a MIL Program or a path to an .mlpackage, got int"):
         estimate(42)
 
 

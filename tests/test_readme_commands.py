@@ -38,6 +38,7 @@ def fresh_clone(tmp_path, monkeypatch):
     monkeypatch.setattr("ane_vit.digits.cli.import_coremltools", lambda: None)
     monkeypatch.setattr("ane_vit.export.save.export_moat", _stop)
     monkeypatch.setattr("ane_vit.bench.cli.run_benchmark", _stop)
+    monkeypatch.setattr("ane_vit.bench.routes.compare_local_routes", _stop)
     monkeypatch.setattr("ane_vit.digits.train.train", _stop)
     monkeypatch.setattr("ane_vit.digits.evaluate.evaluate", _stop)
     monkeypatch.setattr("ane_vit.digits.finetune.finetune_rows", _stop)

@@ -256,13 +256,15 @@ class ProgramReport:
             "compression": sorted({w.method for w in self.compressed}),
         }
 
-    def _compression_line(self) -> str:
+    def _compression_lines(self) -> list[str]:
+        """The table's lines on compressed weights: what and how, then the bytes (within the column)."""
         c = self.compression_summary()
         if not c["compressed_weights"]:
-            return "compressed weights: none (no constexpr_* op)"
+            return ["compressed weights: none (no constexpr_* op)"]
         stored, dense = c["compressed_weight_bytes_stored"], c["compressed_weight_bytes_dense"]
-        return (f"compressed weights: {c['compressed_weights']} behind constexpr_* ops ({', '.join(c['compression'])}): "
-                f"{stored / 1e6:.3f} MB stored, {dense / 1e6:.3f} MB expanded ({dense / max(stored, 1):.2f}x)")
+        return [*_wrap(f"compressed weights: {c['compressed_weights']} behind constexpr_* ops "
+                       f"({', '.join(c['compression'])}):", 2),
+                f"  {stored / 1e6:.3f} MB stored, {dense / 1e6:.3f} MB expanded ({dense / max(stored, 1):.2f}x)"]
 
     def to_dict(self) -> dict[str, Any]:
         """The whole report as plain JSON-safe Python (lists, dicts, str, int, float)."""
@@ -314,7 +316,7 @@ class ProgramReport:
             f"ops: {s['ops']} ({s['op_types']} types); FLOPs: {s['flops']:,}",
             "  (FLOPs: 2 x MACs of conv, linear, matmul and einsum)",
             f"weights: {s['weights']} const tensors, {s['weight_bytes'] / _MB:.3f} MB",
-            *_wrap(self._compression_line(), 2),
+            *self._compression_lines(),
             *_bytes_lines(s),
             "",
             f"{'op type':<24}{'count':>7}",
