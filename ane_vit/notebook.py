@@ -48,8 +48,20 @@ def setup(seed: int = 0, quiet: bool = True) -> str:
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     apply_style()
     line = environment_report()
-    print(line)
+    print(_fit(line))
     return line
+
+
+def _fit(line: str, width: int = 75) -> str:
+    """``line`` broken at its `` | `` separators into lines of at most ``width`` characters
+    (a code cell's output column in the built book at 1280 px)."""
+    rows: list[str] = []
+    for part in line.split(" | "):
+        if rows and len(rows[-1]) + 3 + len(part) <= width:
+            rows[-1] += " | " + part
+        else:
+            rows.append(part)
+    return "\n".join(rows)
 
 
 def show_source(obj) -> None:

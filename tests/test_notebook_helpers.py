@@ -38,3 +38,12 @@ def test_dist_version_of_provenance_records():
 
     assert dist_version("torch") == metadata.version("torch")
     assert dist_version("no-such-distribution-ane-vit") == "not installed"
+
+
+def test_the_environment_line_is_printed_within_the_book_column():
+    from ane_vit.notebook import _fit
+
+    line = environment_report() + " | a-long-version-string-" + "x" * 40
+    printed = _fit(line).splitlines()
+    assert len(printed) > 1 and all(len(row) <= 75 for row in printed), printed
+    assert " | ".join(printed) == line  # broken only at its separators, nothing lost
