@@ -59,8 +59,9 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     with ``z`` the two-sided normal quantile of ``confidence`` (1.95996 at 95 %).
 
     Raises:
-        TypeError: ``k`` or ``n`` not an int. ValueError: ``n < 1``, ``k`` outside ``0..n``, or
-        ``confidence`` outside (0, 1).
+        TypeError: ``k`` or ``n`` not an int.
+        ValueError: ``n < 1``, ``k`` outside ``0..n``, or ``confidence`` outside the open
+            interval from 0 to 1.
     """
     _check_counts(k, n)
     _check_confidence(confidence)
@@ -116,7 +117,8 @@ def exact_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, flo
     (``alpha = 1 - confidence``); ``low = 0`` at ``k = 0`` and ``high = 1`` at ``k = n``.
 
     Raises:
-        TypeError / ValueError: as ``wilson_interval``.
+        TypeError: as ``wilson_interval``.
+        ValueError: as ``wilson_interval``.
     """
     _check_counts(k, n)
     _check_confidence(confidence)
@@ -134,7 +136,8 @@ def mcnemar_exact(b: int, c: int) -> float:
     with ``X ~ Binomial(b + c, 1/2)``; ``p = 1`` when there is no discordant image.
 
     Raises:
-        TypeError: a count that is not an int. ValueError: a negative count.
+        TypeError: a count that is not an int.
+        ValueError: a negative count.
     """
     for name, value in (("b", b), ("c", c)):
         if isinstance(value, bool) or not isinstance(value, int):

@@ -47,7 +47,7 @@ from .model import ARCH, build_digits_model, load_model
 
 __all__ = ["FINETUNE_METHODS", "fold_batch_norms", "compressible_modules", "finetune", "finetune_rows"]
 
-#: The fine-tuned compressions: name -> (coremltools.optimize.torch algorithm, its settings).
+#: The fine-tuned compressions, name -> (coremltools.optimize.torch algorithm, its settings).
 FINETUNE_METHODS: dict[str, tuple[str, dict]] = {
     "prune 50 %": ("prune", {"target_sparsity": 0.5}),
     "prune 2:4": ("prune", {"n_m_ratio": (2, 4)}),
