@@ -14,6 +14,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Union
 
+from .._report import JSONReport
 from ..layout import ANE_ALIGN_BYTES, ANE_MAX_RANK, moves_last_axis, padded_nbytes
 
 __all__ = [
@@ -160,7 +161,7 @@ class CompressedWeight:
 
 
 @dataclass
-class ProgramReport:
+class ProgramReport(JSONReport):
     """Everything ``analyze`` found in one program. Counts and bytes are facts, not latency."""
 
     source: str
@@ -291,14 +292,6 @@ class ProgramReport:
                 for w in self.compressed
             ],
         }
-
-    def to_json(self, path: str | os.PathLike | None = None, indent: int = 1) -> str:
-        """The report as JSON text; also written to ``path`` if given."""
-        text = json.dumps(self.to_dict(), indent=indent)
-        if path is not None:
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(text + "\n")
-        return text
 
     def table(self, top: int = 10) -> str:
         """Printable text: totals, op histogram, the ``top`` largest activations, findings.

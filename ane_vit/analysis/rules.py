@@ -28,8 +28,6 @@ latency. See ``notebooks/11_neural_engine_rules.ipynb``.
 from __future__ import annotations
 
 import copy
-import json
-import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,6 +35,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from .._report import JSONReport
 
 __all__ = [
     "APPLE_RULES",
@@ -143,7 +143,7 @@ class RuleFinding:
 
 
 @dataclass
-class RulesReport:
+class RulesReport(JSONReport):
     """What ``check_rules`` found in one model: findings, and the facts the rules read."""
 
     model: str
@@ -190,14 +190,6 @@ class RulesReport:
             "summary": self.summary(),
             "findings": [asdict(f) for f in self.findings],
         }
-
-    def to_json(self, path: str | os.PathLike | None = None, indent: int = 1) -> str:
-        """The report as JSON text; also written to ``path`` if given."""
-        text = json.dumps(self.to_dict(), indent=indent)
-        if path is not None:
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(text + "\n")
-        return text
 
     def table(self, examples: int = 3) -> str:
         """Printable text: one block per broken rule with its modules, an example and its limit."""

@@ -21,7 +21,6 @@ Counts are program facts, not latency. Op names drop the ``coreai.`` prefix
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -29,6 +28,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._report import JSONReport
 from ..layout import moves_last_axis
 from .paths import aimodel_nbytes, check_aimodel
 from .stack import require_coreai
@@ -96,7 +96,7 @@ class AIOp:
 
 
 @dataclass
-class AIProgramReport:
+class AIProgramReport(JSONReport):
     """Everything ``summarize`` found in one Core AI program (facts, not latency)."""
 
     source: str
@@ -184,14 +184,6 @@ class AIProgramReport:
             "ops": [op(o) for o in self.ops],
             "composites": {k: [op(o) for o in v] for k, v in self.composites.items()},
         }
-
-    def to_json(self, path: str | os.PathLike | None = None, indent: int = 1) -> str:
-        """The report as JSON text; also written to ``path`` if given."""
-        text = json.dumps(self.to_dict(), indent=indent)
-        if path is not None:
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(text + "\n")
-        return text
 
     def table(self) -> str:
         """Printable text: inputs, outputs, totals, op histogram, storage types."""

@@ -28,7 +28,7 @@ from torch import nn
 from .data import load_data
 from .model import ARCH, load_model
 
-__all__ = ["COMPRESSIONS", "stratified_subset", "predict", "predict_program", "export_digits", "compress_program",
+__all__ = ["COMPRESSIONS", "stratified_subset", "predict", "program_logits", "predict_program", "export_digits", "compress_program",
            "program_files", "check_work_dir", "check_limit", "label_string", "evaluate", "format_table"]
 
 #: The compressed programs ``evaluate`` measures: name -> (method, arguments).
@@ -124,25 +124,34 @@ def predict(model: nn.Module, x: torch.Tensor, dtype: torch.dtype = torch.float3
     return torch.cat([model(x[i:i + batch_size].to(dtype)).argmax(1) for i in range(0, len(x), batch_size)])
 
 
-def predict_program(program, x: torch.Tensor) -> torch.Tensor:
-    """Predicted labels of a converted program run by ``ane_vit.interpret`` (batches padded with zeros).
+def program_logits(program, x: torch.Tensor) -> np.ndarray:
+    """Logits of a converted program run by ``ane_vit.interpret``, batch by batch (the last one
+    padded with zeros to the program's batch, the padded rows dropped).
 
-    Shapes: ``x: (N, 3, 64, 64) -> (N,)``
+    Shapes: ``x: (N, 3, 64, 64) -> (N, 10)``
     """
     from ..interpret import load_program, run_program
 
     prog = load_program(program)
     (name, var), = prog.functions["main"].inputs.items()
     batch = int(var.shape[0])
-    labels = []
+    out = []
     for i in range(0, len(x), batch):
         xb = x[i:i + batch].numpy()
         n = len(xb)
         if n < batch:
             xb = np.concatenate([xb, np.zeros((batch - n, *xb.shape[1:]), xb.dtype)])
         (logits,) = run_program(prog, {name: xb}).values()
-        labels.append(torch.from_numpy(np.asarray(logits, np.float32)[:n].argmax(1)))
-    return torch.cat(labels)
+        out.append(np.asarray(logits, np.float32)[:n])
+    return np.concatenate(out)
+
+
+def predict_program(program, x: torch.Tensor) -> torch.Tensor:
+    """Predicted labels of a converted program run by ``ane_vit.interpret`` (``program_logits``).
+
+    Shapes: ``x: (N, 3, 64, 64) -> (N,)``
+    """
+    return torch.from_numpy(program_logits(program, x).argmax(1))
 
 
 def export_digits(model: nn.Module, path: str | os.PathLike, target: str = "iOS16", batch: int = PROGRAM_BATCH,

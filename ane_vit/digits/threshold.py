@@ -119,21 +119,10 @@ def size_breakdown(path: str | os.PathLike, weight_threshold: int = 2048) -> dic
 
 
 def _logits(program, x: torch.Tensor) -> np.ndarray:
-    """Logits of a program run by ``ane_vit.interpret`` (batches padded). Shapes: ``x: (N, 3, 64, 64) -> (N, 10)``."""
-    from ..interpret import load_program, run_program
+    """Logits of a program run by ``ane_vit.interpret``. Shapes: ``x: (N, 3, 64, 64) -> (N, 10)``."""
+    from .evaluate import program_logits
 
-    prog = load_program(program)
-    (name, var), = prog.functions["main"].inputs.items()
-    batch = int(var.shape[0])
-    out = []
-    for i in range(0, len(x), batch):
-        xb = x[i:i + batch].numpy()
-        n = len(xb)
-        if n < batch:
-            xb = np.concatenate([xb, np.zeros((batch - n, *xb.shape[1:]), xb.dtype)])
-        (logits,) = run_program(prog, {name: xb}).values()
-        out.append(np.asarray(logits, np.float32)[:n])
-    return np.concatenate(out)
+    return program_logits(program, x)
 
 
 _METHODS = {
