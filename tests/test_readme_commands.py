@@ -50,6 +50,7 @@ def fresh_clone(tmp_path, monkeypatch):
     monkeypatch.setattr("ane_vit.coreai.save.export_moat", _stop)
     monkeypatch.setattr("ane_vit.coreai.compare.run_study", _stop)
     monkeypatch.setattr("ane_vit.coreai.accuracy.digits_accuracy", _stop)
+    monkeypatch.setattr("ane_vit.coreai.optimize.evaluate", _stop)
     monkeypatch.setattr("ane_vit.coreai.cli._require", lambda parser, command: None)  # Core AI need not be installed
     return tmp_path
 
@@ -59,12 +60,14 @@ def test_every_readme_command_gets_past_its_checks_on_a_fresh_clone(fresh_clone,
     from ane_vit.bench.cli import main as bench
     from ane_vit.compress.cli import main as compress
     from ane_vit.coreai.cli import main as coreai
+    from ane_vit.coreai.optimize import main as coreai_optimize
     from ane_vit.digits.cli import main as digits
     from ane_vit.export.cli import main as export
     from ane_vit.latency.cli import main as latency
 
     mains = {"ane_vit.export": export, "ane_vit.bench": bench, "ane_vit.digits": digits, "ane_vit.compress": compress,
-             "ane_vit.latency": latency, "ane_vit.analysis": analysis, "ane_vit.coreai": coreai}
+             "ane_vit.latency": latency, "ane_vit.analysis": analysis, "ane_vit.coreai": coreai,
+             "ane_vit.coreai.optimize": coreai_optimize}
     commands = _commands()
     assert len(commands) >= 10
     written: set[str] = set()  # the programs the export lines write
