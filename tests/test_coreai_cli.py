@@ -8,7 +8,6 @@ import contextlib
 import io
 import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -141,17 +140,9 @@ def test_no_library_noise_in_a_fresh_process(micro_moat):
     banner, no 'ODIE [default]: Loading function', no torchao or coreai-torch warnings)."""
     micro_moat, _ = micro_moat
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "default"}
-    def run():
-        return subprocess.run([sys.executable, "-m", "ane_vit.coreai", "run", str(micro_moat)], capture_output=True,
-                              text=True, env=env, cwd=Path(__file__).resolve().parents[1], timeout=300)
-
-    done = run()
-    # Seen once in a full run (coreai-core 1.0.0b3): the process aborts at interpreter exit,
-    # after printing every line, with this message from Apple's native runtime. Not ours to
-    # fix and not what this test is about (noise); one retry, any other failure fails.
-    swift_abort = "C++ exception handling detected but the Swift runtime was compiled with exceptions disabled\n"
-    if done.returncode == -signal.SIGABRT and done.stderr == swift_abort and len(done.stdout.splitlines()) == 5:
-        done = run()
+    # the command leaves with os._exit once the native stack is loaded (ane_vit/coreai/__main__.py)
+    done = subprocess.run([sys.executable, "-m", "ane_vit.coreai", "run", str(micro_moat)], capture_output=True,
+                          text=True, env=env, cwd=Path(__file__).resolve().parents[1], timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     assert done.stdout.splitlines()[0] == "input  x: (1, 3, 64, 64) float32" and len(done.stdout.splitlines()) == 5
