@@ -80,10 +80,9 @@ def digits_accuracy(
     """
     from .. import __version__
     from ..digits import load_data, load_model
-    from ..digits.evaluate import predict, stratified_subset
+    from ..digits.evaluate import check_subset_limit, limited_split, predict
 
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 10):
-        raise ValueError(f"limit must be an int >= 10 (images, 10 classes), got {limit!r}")
+    check_subset_limit(limit)  # before any slow work
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be a positive int, got {batch!r}")
     for p in precisions:
@@ -92,9 +91,7 @@ def digits_accuracy(
     require_coreai("digits_accuracy")
     log = log or (lambda _: None)
     _, _, x, y = load_data()
-    if limit is not None:
-        keep = stratified_subset(y, limit // 10)
-        x, y = x[keep], y[keep]
+    x, y = limited_split(x, y, limit)
     fp32 = predict(load_model("reference"), x)  # the labels every stage is compared with
     ane = load_model("ane")
     rows = [{"stage": "reference, PyTorch fp32", "accuracy": float((fp32 == y).double().mean()),

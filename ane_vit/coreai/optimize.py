@@ -438,7 +438,7 @@ def evaluate(
         ValueError: for an unknown method name or a bad ``limit``; FileNotFoundError without ``digits_json``.
     """
     from ..digits import load_data, load_model
-    from ..digits.evaluate import stratified_subset
+    from ..digits.evaluate import check_subset_limit, stratified_subset
     from ..export import package_nbytes
 
     log = log or (lambda _: None)
@@ -446,12 +446,11 @@ def evaluate(
     unknown = [n for n in names if n not in METHODS]
     if unknown or not names:
         raise ValueError(f"methods must be names of METHODS {list(METHODS)}, got {unknown or names}")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 10):
-        raise ValueError(f"limit must be an int >= 10 (images, 10 classes), got {limit!r}")
+    check_subset_limit(limit)  # before any slow work
     digits = _load_digits_json(digits_json)
     x_train, _, x, y = load_data()
     if limit is not None:
-        keep = stratified_subset(y, limit // 10)
+        keep = stratified_subset(y, limit // 10)  # its indices are recorded below
         x, y = x[keep], y[keep]
     calibration = x_train[:CALIBRATION_IMAGES]
     fp32 = _labels(load_model("reference"), x, PROGRAM_BATCH)

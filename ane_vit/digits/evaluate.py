@@ -28,7 +28,7 @@ from torch import nn
 from .data import load_data
 from .model import ARCH, load_model
 
-__all__ = ["COMPRESSIONS", "stratified_subset", "predict", "program_logits", "predict_program", "export_digits", "compress_program",
+__all__ = ["COMPRESSIONS", "stratified_subset", "check_subset_limit", "limited_split", "predict", "program_logits", "predict_program", "export_digits", "compress_program",
            "program_files", "check_work_dir", "check_limit", "label_string", "evaluate", "format_table"]
 
 #: The compressed programs ``evaluate`` measures: name -> (method, arguments).
@@ -107,6 +107,23 @@ def stratified_subset(y: torch.Tensor, per_class: int) -> torch.Tensor:
     """Indices of the first ``per_class`` images of each class (sorted): a fixed, balanced subset."""
     idx = [torch.nonzero(y == c).flatten()[:per_class] for c in range(int(y.max()) + 1)]
     return torch.sort(torch.cat(idx)).values
+
+
+def check_subset_limit(limit) -> None:
+    """``limit`` for ``limited_split``: ``None`` (every test image) or an int >= 10 (10 classes)."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 10):
+        raise ValueError(f"limit must be an int >= 10 (images, 10 classes), got {limit!r}")
+
+
+def limited_split(x: torch.Tensor, y: torch.Tensor, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images and labels ``stratified_subset`` keeps for ``limit`` (``limit // 10`` per class);
+    all of them for ``None``. Shapes: ``x: (N, 3, 64, 64), y: (N,)`` -> the kept rows of each.
+    """
+    check_subset_limit(limit)
+    if limit is None:
+        return x, y
+    keep = stratified_subset(y, limit // 10)
+    return x[keep], y[keep]
 
 
 @torch.no_grad()

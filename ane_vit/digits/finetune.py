@@ -306,19 +306,15 @@ def finetune_rows(
         _row,
         export_digits,
         label_string,
+        limited_split,
         predict,
         predict_program,
-        stratified_subset,
     )
 
     methods = FINETUNE_METHODS if methods is None else methods
     log = log or (lambda _: None)
     _, _, x, y = load_data()
-    if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 10:
-            raise ValueError(f"limit must be an int >= 10 (images, 10 classes), got {limit!r}")
-        keep = stratified_subset(y, limit // 10)
-        x, y = x[keep], y[keep]
+    x, y = limited_split(x, y, limit)
     fp32 = predict(load_model("reference"), x)
     tmp = tempfile.TemporaryDirectory() if work_dir is None else None
     folder = Path(tmp.name if tmp else work_dir)

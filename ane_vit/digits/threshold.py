@@ -163,16 +163,12 @@ def threshold_study(limit: int | None = None, log: Callable[[str], None] | None 
     from ..export.metadata import _dist_version, package_nbytes
     from ..testing import psnr
     from .data import load_data
-    from .evaluate import export_digits, label_string, stratified_subset
+    from .evaluate import export_digits, label_string, limited_split
     from .model import ARCH, load_model
 
     log = log or (lambda _: None)
     _, _, x, y = load_data()
-    if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 10:
-            raise ValueError(f"limit must be an int >= 10 (images, 10 classes), got {limit!r}")
-        keep = stratified_subset(y, limit // 10)
-        x, y = x[keep], y[keep]
+    x, y = limited_split(x, y, limit)
     start = time.perf_counter()
     tmp = tempfile.TemporaryDirectory()
     folder = Path(tmp.name)
