@@ -22,18 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from ..attention import PEType
+from ..export.cli import _pe_type_arg  # the same --pe-type as python -m ane_vit.export
 from ..moat import ATTENTION_MODES
 from .quiet import quiet_coreai_imports
 
 __all__ = ["main"]
-
-
-def _pe_type_arg(text: str) -> PEType:
-    name = text.split(".")[-1]
-    for member in PEType:
-        if member.name.lower() == name.lower():
-            return member
-    raise argparse.ArgumentTypeError(f"unknown PE type {text!r}; choose from {', '.join(m.name for m in PEType)}")
 
 
 def _build_parser(archs: Sequence[str]) -> argparse.ArgumentParser:
