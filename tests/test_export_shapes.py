@@ -85,6 +85,16 @@ def test_a_baked_constant_is_caught_after_conversion():
         check_materializes(mlmodel, "x", shapes)
 
 
+def test_to_mlprogram_checks_every_size_it_did_not_trace_at(monkeypatch):
+    # The layer check is the first line of defence; with it blinded, the check after conversion
+    # must still refuse a program that cannot be fixed at an enumerated size it was not traced at
+    # (it skips only the traced size, which always fits).
+    monkeypatch.setattr("ane_vit.export.shapes.fixed_size_layers", lambda module: [])
+    shapes = [(1, 3, 16, 16), (1, 3, 32, 32)]
+    with pytest.raises(ValueError, match=r"cannot take the enumerated shape \(1, 3, 32, 32\): Incompatible dim"):
+        to_mlprogram(_block(PEType.LePE_ADD), torch.rand(1, 3, 16, 16), enumerated_shapes=shapes)
+
+
 def test_enumerated_shape_errors():
     default = (1, 3, 16, 16)
     with pytest.raises(ValueError, match=r"lists \[\(1, 3, 16, 16\)\] more than once"):
