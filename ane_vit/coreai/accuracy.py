@@ -32,33 +32,40 @@ from .runtime import AIModelRunner
 from .save import export_model
 from .stack import coreai_versions, require_coreai
 
-__all__ = ["PROGRAM_BATCH", "predict_aimodel", "digits_accuracy", "format_accuracy_table"]
+__all__ = ["PROGRAM_BATCH", "aimodel_outputs", "predict_aimodel", "digits_accuracy", "format_accuracy_table"]
 
 #: Batch of the programs ``digits_accuracy`` exports (360 test images = 9 batches).
 PROGRAM_BATCH = 40
 
 
-def predict_aimodel(runner: AIModelRunner, x: torch.Tensor, output: str = "logits") -> torch.Tensor:
-    """Predicted labels (argmax of ``output``) of an open runner over ``x``, batch by batch.
+def aimodel_outputs(runner: AIModelRunner, x: torch.Tensor, output: str = "logits") -> np.ndarray:
+    """``output`` of an open runner over ``x``, batch by batch, as float32.
 
     The last batch is padded with zeros to the program's batch; the padded rows are dropped.
 
-    Shapes: ``x: (N, C, H, W) -> (N,)``; the program's input is ``(B, C, H, W)``.
+    Shapes: ``x: (N, C, H, W) -> (N, ...)``; the program's input is ``(B, C, H, W)``.
     """
     (name, shape), = runner.input_shapes.items()
     batch = shape[0]
     if tuple(x.shape[1:]) != tuple(shape[1:]):
         raise ValueError(f"images must be {tuple(shape[1:])} to fit the program's input {name!r} {shape}, "
                          f"got {tuple(x.shape[1:])}")
-    labels = []
+    out = []
     for i in range(0, len(x), batch):
         xb = x[i:i + batch].numpy()
         n = len(xb)
         if n < batch:
             xb = np.concatenate([xb, np.zeros((batch - n, *xb.shape[1:]), xb.dtype)])
-        logits = runner({name: xb})[output]
-        labels.append(torch.from_numpy(np.asarray(logits, np.float32)[:n].argmax(1)))
-    return torch.cat(labels)
+        out.append(np.asarray(runner({name: xb})[output], np.float32)[:n])
+    return np.concatenate(out)
+
+
+def predict_aimodel(runner: AIModelRunner, x: torch.Tensor, output: str = "logits") -> torch.Tensor:
+    """Predicted labels (argmax of ``output``) of an open runner over ``x`` (``aimodel_outputs``).
+
+    Shapes: ``x: (N, C, H, W) -> (N,)``; the program's input is ``(B, C, H, W)``.
+    """
+    return torch.from_numpy(aimodel_outputs(runner, x, output).argmax(1))
 
 
 def digits_accuracy(

@@ -342,21 +342,14 @@ _COMPRESSION_OPS = ("lut_to_dense", "blockwise_shift_scale", "sparse_to_dense", 
 def _run_aimodel(path: Path, x: torch.Tensor, batch: int, fp16: bool) -> torch.Tensor:
     """Logits of a saved Core AI program run by Apple's runtime; Shapes: ``x: (N, 3, 64, 64) -> (N, 10)``.
 
-    The last batch is padded with zeros to the program's ``batch`` and the padded rows dropped;
-    ``fp16``: the program takes float16 (the runner casts the float32 images).
+    ``batch`` and ``fp16`` describe the program as exported; the runner reads both from it (the
+    last batch padded, float32 images cast for a float16 program).
     """
+    from .accuracy import aimodel_outputs
     from .runtime import AIModelRunner
 
-    out = []
     with AIModelRunner(path) as runner:
-        for i in range(0, len(x), batch):
-            xb = x[i:i + batch].numpy()
-            n = len(xb)
-            if n < batch:
-                xb = np.concatenate([xb, np.zeros((batch - n, *xb.shape[1:]), xb.dtype)])
-            logits = runner({"x": xb})["logits"]
-            out.append(torch.from_numpy(np.asarray(logits, np.float32)[:n].copy()))
-    return torch.cat(out)
+        return torch.from_numpy(aimodel_outputs(runner, x))
 
 
 # --------------------------------------------------------------------------- statistics
